@@ -1,0 +1,222 @@
+"""The analysis contract, and loading an analysis module by file path or dotted name.
+
+An analysis is a plain Python module, not a class hierarchy: a physicist reads it top to bottom,
+and the framework can ship it to remote workers by value (no image rebuild). The module defines
+
+``name: str``
+    Short name; the default output directory is ``./lumiflow-output/<name>``.
+``columns: Sequence[str]``
+    The branches to read. Nothing else is read from the files.
+``process(events: awkward.Array, dataset: DatasetInfo) -> Output``
+    Runs on the events of one file (or one entry range of it). ``events`` is a record array
+    whose fields are ``columns``. Fill ``hist.Hist`` objects with Weight storage, using
+    ``dataset.weight`` as the per-event weight, and return them with a cutflow.
+``templates: Templates``
+    How the histograms become HistFactory channels and samples.
+``lumi_pb: float`` (optional)
+    Integrated luminosity used for MC weights when the fileset does not give ``lumi_pb``.
+``default_fileset() -> str | os.PathLike`` (optional)
+    The fileset used when the user gives none (hzz4l: the embedded demo data).
+
+An analysis never imports dask and never opens files: the executor layer does that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import hist
+
+from .fileset import DatasetInfo
+
+__all__ = ["Analysis", "AnalysisError", "AnalysisRef", "Output", "Templates", "load_analysis", "resolve_analysis"]
+
+
+class AnalysisError(Exception):
+    """The analysis module cannot be loaded or does not follow the contract."""
+
+
+@dataclass
+class Output:
+    """What ``process`` returns for one file: histograms and an unweighted cutflow.
+
+    Histograms must use Weight storage so that the MC statistical uncertainty survives into the
+    HistFactory ``staterror``. The cutflow counts events passing each named step, in order.
+    """
+
+    hists: dict[str, hist.Hist] = field(default_factory=dict)
+    cutflow: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Templates:
+    """How an analysis' histograms become a HistFactory model.
+
+    Samples come from the fileset: each dataset's ``role`` (signal, background, data) and
+    ``sample`` name. Every background sample gets a normalisation uncertainty
+    ``background_norm_uncertainty`` (normsys), every MC sample the luminosity uncertainty and
+    a per-bin MC statistical uncertainty (staterror); the signal is scaled by ``poi``.
+    """
+
+    histogram: str
+    channel_axis: str | None = None
+    combine_channels: bool = False
+    poi: str = "mu"
+    background_norm_uncertainty: float = 0.10
+    lumi_uncertainty: float = 0.026
+
+    def split(self, h: hist.Hist) -> list[tuple[str, hist.Hist]]:
+        """One-dimensional histograms, one per HistFactory channel, named by channel."""
+        if self.channel_axis is None:
+            return [(self.histogram, h)]
+        if self.combine_channels:
+            return [(self.histogram, h[{self.channel_axis: sum}])]
+        return [(str(c), h[{self.channel_axis: c}]) for c in h.axes[self.channel_axis]]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A loaded analysis module, with the hash of its source for provenance and journals."""
+
+    name: str
+    columns: tuple[str, ...]
+    process: Callable[[Any, DatasetInfo], Output]
+    templates: Templates
+    module: ModuleType
+    source_path: Path | None
+    source_sha256: str
+    lumi_pb: float | None = None
+    default_fileset: Callable[[], str | os.PathLike[str]] | None = None
+
+    def ref(self) -> AnalysisRef:
+        """A small picklable handle that workers turn back into this analysis."""
+        if self.source_path is not None and not _importable(self.module):
+            return AnalysisRef(str(self.source_path), self.source_path.read_text(), self.source_sha256)
+        return AnalysisRef(self.module.__name__, None, self.source_sha256)
+
+
+@dataclass(frozen=True)
+class AnalysisRef:
+    """How a worker finds the analysis: a dotted name, or a file path plus its source.
+
+    Shipping the source means a worker (a Kubernetes pod, say) needs no copy of the user's file
+    and no image rebuild; tracebacks still name the user's file and line.
+    """
+
+    spec: str
+    source: str | None
+    sha256: str
+
+
+_RESOLVED: dict[str, Analysis] = {}
+
+
+def resolve_analysis(ref: AnalysisRef) -> Analysis:
+    """The analysis behind ``ref``, loaded once per process (kernels compile once per worker)."""
+    cached = _RESOLVED.get(ref.sha256)
+    if cached is not None:
+        return cached
+    if ref.source is None:
+        analysis = load_analysis(ref.spec)
+    else:
+        path = Path(ref.spec)
+        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == ref.sha256:
+            analysis = load_analysis(path)
+        else:
+            analysis = _analysis_from_module(_module_from_source(path, ref.source), ref.source.encode())
+    _RESOLVED[ref.sha256] = analysis
+    return analysis
+
+
+def _importable(module: ModuleType) -> bool:
+    return not module.__name__.startswith(_FILE_MODULE_PREFIX)
+
+
+_FILE_MODULE_PREFIX = "lumiflow_analysis_"
+
+
+def _module_from_source(path: Path, source: str) -> ModuleType:
+    module = ModuleType(f"{_FILE_MODULE_PREFIX}{path.stem}")
+    module.__file__ = str(path)
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(source, str(path), "exec"), module.__dict__)
+    except Exception as exc:
+        sys.modules.pop(module.__name__, None)
+        raise AnalysisError(f"cannot import analysis {path}: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _module_from_path(path: Path) -> ModuleType:
+    module_name = f"{_FILE_MODULE_PREFIX}{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise AnalysisError(f"{path}: not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    # Registered before execution so dataclasses and pickling-by-value find the module.
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise AnalysisError(f"cannot import analysis {path}: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def load_analysis(spec: str | os.PathLike[str] | ModuleType) -> Analysis:
+    """Load an analysis from a module file path (``analyses/hzz4l.py``) or a dotted name."""
+    if isinstance(spec, ModuleType):
+        module = spec
+    else:
+        text = os.fspath(spec)
+        path = Path(text)
+        if text.endswith(".py") or path.is_file():
+            if not path.is_file():
+                raise AnalysisError(f"analysis file not found: {path}")
+            module = _module_from_path(path.resolve())
+        else:
+            try:
+                module = importlib.import_module(text)
+            except ImportError as exc:
+                raise AnalysisError(f"cannot import analysis module {text!r}: {exc}") from exc
+    return _analysis_from_module(module)
+
+
+def _analysis_from_module(module: ModuleType, source: bytes | None = None) -> Analysis:
+    where = getattr(module, "__file__", None) or module.__name__
+    missing = [attr for attr in ("name", "columns", "process", "templates") if not hasattr(module, attr)]
+    if missing:
+        raise AnalysisError(f"analysis {where} does not define {', '.join(missing)} (see processor.analysis)")
+    if not callable(module.process):
+        raise AnalysisError(f"analysis {where}: process must be a function process(events, dataset)")
+    if not isinstance(module.templates, Templates):
+        raise AnalysisError(f"analysis {where}: templates must be a processor.Templates")
+    columns = module.columns
+    if isinstance(columns, str) or not isinstance(columns, Sequence) or not columns:
+        raise AnalysisError(f"analysis {where}: columns must be a non-empty list of branch names")
+    source_path = Path(module.__file__) if getattr(module, "__file__", None) else None
+    if source is None:
+        source = source_path.read_bytes() if source_path else module.__name__.encode()
+    default = getattr(module, "default_fileset", None)
+    lumi = getattr(module, "lumi_pb", None)
+    return Analysis(
+        name=str(module.name),
+        columns=tuple(columns),
+        process=module.process,
+        templates=module.templates,
+        module=module,
+        source_path=source_path,
+        source_sha256=hashlib.sha256(source).hexdigest(),
+        lumi_pb=float(lumi) if lumi is not None else None,
+        default_fileset=default if callable(default) else None,
+    )
+
