@@ -93,6 +93,7 @@ class Analysis:
     templates: Templates
     module: ModuleType
     source_path: Path | None
+    source: bytes  # what was executed, so workers run exactly this even if the file changes
     source_sha256: str
     lumi_pb: float | None = None
     default_fileset: Callable[[], str | os.PathLike[str]] | None = None
@@ -100,7 +101,7 @@ class Analysis:
     def ref(self) -> AnalysisRef:
         """A small picklable handle that workers turn back into this analysis."""
         if self.source_path is not None and not _importable(self.module):
-            return AnalysisRef(str(self.source_path), self.source_path.read_text(), self.source_sha256)
+            return AnalysisRef(str(self.source_path), self.source.decode(), self.source_sha256)
         return AnalysisRef(self.module.__name__, None, self.source_sha256)
 
 
@@ -215,6 +216,7 @@ def _analysis_from_module(module: ModuleType, source: bytes | None = None) -> An
         templates=module.templates,
         module=module,
         source_path=source_path,
+        source=source,
         source_sha256=hashlib.sha256(source).hexdigest(),
         lumi_pb=float(lumi) if lumi is not None else None,
         default_fileset=default if callable(default) else None,
