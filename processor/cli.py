@@ -112,12 +112,14 @@ def _demo_data(args: argparse.Namespace) -> int:
     from . import demo
 
     events = args.events or demo.DEFAULT_EVENTS
-    if args.out is None and args.files_per_dataset == 4 and args.compression == "ZSTD":
+    default_layout = args.files_per_dataset == 4 and args.compression == "ZSTD"
+    if args.out is None:
+        if not default_layout:
+            raise ValueError("--files-per-dataset/--compression differ from the default set's: give --out DIR")
         path = demo.ensure_demo_fileset(events=events, seed=args.seed)
     else:
-        out = args.out or demo.default_cache_dir()
         path = demo.generate(
-            out, events=events, files_per_dataset=args.files_per_dataset, seed=args.seed,
+            args.out, events=events, files_per_dataset=args.files_per_dataset, seed=args.seed,
             compression=args.compression,
         )
     print(path)

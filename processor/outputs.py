@@ -69,6 +69,6 @@ def write_outputs(result: Result, analysis: Analysis, report: dict[str, Any], ou
         _write_json(paths["workspace"], build_workspace(result, analysis.templates, analysis.name))
         paths["plot"] = out_dir / f"{analysis.templates.histogram}.png"
         with atomic_path(paths["plot"]) as tmp:
-            plot_templates(result, analysis.templates, tmp, analysis.lumi_pb)
+            plot_templates(result, analysis.templates, tmp, analysis.name, analysis.lumi_pb)
     _write_json(paths["report"], report)
     return paths

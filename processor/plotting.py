@@ -18,7 +18,9 @@ from .result import Result  # noqa: E402
 __all__ = ["plot_templates"]
 
 
-def plot_templates(result: Result, templates: Templates, path: str | os.PathLike[str], lumi_pb: float | None) -> None:
+def plot_templates(
+    result: Result, templates: Templates, path: str | os.PathLike[str], title: str, lumi_pb: float | None
+) -> None:
     """Stack backgrounds then signal, summed over channels, with data as points with sqrt(N) errors."""
     samples = result.samples[templates.histogram]
     summed = {s: (h[{templates.channel_axis: sum}] if templates.channel_axis else h) for s, h in samples.items()}
@@ -29,7 +31,8 @@ def plot_templates(result: Result, templates: Templates, path: str | os.PathLike
     plt.style.use(mplhep.style.CMS)
     fig, ax = plt.subplots(figsize=(9, 8))
     if order:
-        mplhep.histplot([summed[s] for s in order], stack=True, histtype="fill", label=order, ax=ax)
+        labels = [_label(result, s) for s in order]
+        mplhep.histplot([summed[s] for s in order], stack=True, histtype="fill", label=labels, ax=ax)
     if data:
         counts = sum(summed[s].values() for s in data)
         axis = summed[data[0]].axes[0]
@@ -38,6 +41,13 @@ def plot_templates(result: Result, templates: Templates, path: str | os.PathLike
     ax.set_ylabel("Events / bin")
     ax.set_ylim(bottom=0)
     ax.legend()
-    mplhep.cms.label("Open Data", data=bool(data), lumi=lumi_pb / 1000 if lumi_pb else None, com=8, ax=ax)
+    rlabel = f"{lumi_pb / 1000:.2f} fb$^{{-1}}$" if lumi_pb else ""
+    mplhep.label.exp_label(exp="Lumiflow", text=title, data=bool(data), rlabel=rlabel, ax=ax)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _label(result: Result, sample: str) -> str:
+    """The fileset's label of the sample's datasets, else the sample name."""
+    labels = sorted({i.label for i in result.infos.values() if i.sample == sample and i.label})
+    return labels[0] if len(labels) == 1 else sample
