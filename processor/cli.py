@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .analysis import AnalysisError, load_analysis
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"run": _run, "demo-data": _demo_data, "fit": _fit}[args.command](args)
     except (AnalysisError, FilesetError, ValueError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
@@ -99,13 +100,11 @@ def _summarise(result: Result) -> None:
         f"[green]{ok}[/green] files ok, [red]{len(result.failures)}[/red] failed; "
         f"{result.events:,} events in {result.wall_seconds:.1f} s ({rate:,.0f} events/s)"
     )
-    if result.failures:
-        table = Table("file", "dataset", "error", title="failed files", title_justify="left")
-        for r in result.failures:
-            table.add_row(r.path, r.dataset, r.error or "")
-        console.print(table)
+    for r in result.failures:
+        # one line per file, unwrapped, so that logs can be grepped for a path
+        console.print(f"[red]FAILED[/red] {escape(f'{r.path} [{r.dataset}]: {r.error}')}", soft_wrap=True, highlight=False)
     for kind, path in result.outputs.items():
-        console.print(f"  {kind:<10} {path}")
+        console.print(f"  {kind:<10} {path}", soft_wrap=True, highlight=False)
 
 
 def _demo_data(args: argparse.Namespace) -> int:

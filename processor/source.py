@@ -1,7 +1,8 @@
 """Open a file by URL (local, ``root://``, ``https://``, ``s3://``) and read only the needed columns.
 
-Everything goes through uproot; remote protocols through fsspec (``fsspec-xrootd`` for
-``root://``, ``aiohttp`` for https, ``s3fs`` for s3). Errors are sorted into transient ones (worth
+Everything goes through uproot: ``root://`` with uproot's XRootD source (the ``xrootd`` extra),
+``http(s)://`` with uproot's HTTP source (standard library, no extra), anything else fsspec
+knows (``s3://`` with ``s3fs``, ...) through fsspec. Errors are sorted into transient ones (worth
 a retry: timeouts, dropped connections) and permanent ones (missing file, not ROOT, missing
 tree or branch), and re-raised with the file and the reason in the message.
 """
@@ -53,6 +54,8 @@ def read_columns(item: WorkItem, columns: Sequence[str], *, timeout: float = DEF
     if item.url.startswith("root://"):
         # measured faster than the fsspec route for XRootD
         options["handler"] = uproot.source.xrootd.XRootDSource
+    elif item.url.startswith(("http://", "https://")):
+        options["handler"] = uproot.source.http.HTTPSource
     try:
         file = uproot.open(item.url, **options)
     except ValueError as exc:  # uproot: "not a ROOT file: first four bytes are ..."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import awkward as ak
@@ -10,10 +11,26 @@ import numpy as np
 import pytest
 import uproot
 
+from xrootd_server import configure_client_timeouts, xrootd_available
+
+# Before any XRootD request in this process (and inherited by Dask workers through XRD_*):
+# fail fast against a stopped test server and notice its restart (see xrootd_server.py).
+configure_client_timeouts()
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 DIMUON = ROOT / "tests" / "analyses" / "dimuon.py"
 HZZ4L = ROOT / "analyses" / "hzz4l.py"
+
+
+def require_xrootd() -> None:
+    """Skip when no XRootD server can run here, but fail under CI=true: CI must prove remote reads."""
+    reason = xrootd_available()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true requires a working XRootD server: {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
