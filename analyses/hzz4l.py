@@ -172,19 +172,10 @@ def _delta_r(eta1, eta2, phi1, phi2):
 
 
 @njit(cache=True, inline="always")
-def _all_isolated(iso, b, e):
-    """All(abs(iso) < 0.40) over entries [b, e)."""
+def _all_abs_below(values, b, e, limit):
+    """All(abs(values) < limit) over entries [b, e): isolation, |eta|."""
     for j in range(b, e):
-        if not abs(np.float64(iso[j])) < _ISO_MAX:
-            return False
-    return True
-
-
-@njit(cache=True, inline="always")
-def _all_central(eta, b, e, eta_max):
-    """All(abs(eta) < eta_max) over entries [b, e)."""
-    for j in range(b, e):
-        if not abs(np.float64(eta[j])) < eta_max:
+        if not abs(np.float64(values[j])) < limit:
             return False
     return True
 
@@ -212,6 +203,21 @@ def _all_good_tracks(dxy, dxy_err, dz, dz_err, b, e):
     return True
 
 
+@njit(cache=True, inline="always")
+def _z_candidates(m_a, m_b):
+    """(Z1, Z2, cuts passed): Z1 is the mass closer to 91.2 (``m_b`` on a tie, as df103), then
+    40 < Z1 < 120 and 12 < Z2 < 120 in that order (0, 1 or 2 of these cuts passed)."""
+    if abs(m_a - Z_MASS) < abs(m_b - Z_MASS):
+        z1, z2 = m_a, m_b
+    else:
+        z1, z2 = m_b, m_a
+    if not (z1 > 40.0 and z1 < 120.0):
+        return z1, z2, 0
+    if not (z2 > 12.0 and z2 < 120.0):
+        return z1, z2, 1
+    return z1, z2, 2
+
+
 @njit(cache=True, error_model="numpy")
 def _four_lepton_kernel(off, pt, eta, phi, mass, charge, iso, dxy, dxy_err, dz, dz_err, pt_min, eta_max):
     """4mu / 4e: per event, cuts passed (0..8), Z masses (Z1 closer to 91.2) and m4l (NaN unless all 8 pass)."""
@@ -225,10 +231,10 @@ def _four_lepton_kernel(off, pt, eta, phi, mass, charge, iso, dxy, dxy_err, dz, 
         e = off[ev + 1]
         if e - b < 4:
             continue
-        if not _all_isolated(iso, b, e):
+        if not _all_abs_below(iso, b, e, _ISO_MAX):
             stage[ev] = 1
             continue
-        if not (_all_above(pt, b, e, pt_min) and _all_central(eta, b, e, eta_max)):
+        if not (_all_above(pt, b, e, pt_min) and _all_abs_below(eta, b, e, eta_max)):
             stage[ev] = 2
             continue
         if not _all_good_tracks(dxy, dxy_err, dz, dz_err, b, e):
@@ -277,23 +283,10 @@ def _four_lepton_kernel(off, pt, eta, phi, mass, charge, iso, dxy, dxy_err, dz, 
         ) < _DR_MIN:
             stage[ev] = 5
             continue
-        m_a = best_mass
-        m_c = _pair_mass(p, other_1, other_2)
-        if abs(m_a - Z_MASS) < abs(m_c - Z_MASS):
-            z1 = m_a
-            z2 = m_c
-        else:
-            z1 = m_c
-            z2 = m_a
-        z_mass[ev, 0] = z1
-        z_mass[ev, 1] = z2
-        if not (z1 > 40.0 and z1 < 120.0):
-            stage[ev] = 6
+        z_mass[ev, 0], z_mass[ev, 1], in_window = _z_candidates(best_mass, _pair_mass(p, other_1, other_2))
+        stage[ev] = 6 + in_window
+        if in_window < 2:
             continue
-        if not (z2 > 12.0 and z2 < 120.0):
-            stage[ev] = 7
-            continue
-        stage[ev] = 8
         m4l[ev] = _mass(
             p[0, 0] + p[1, 0] + p[2, 0] + p[3, 0],
             p[0, 1] + p[1, 1] + p[2, 1] + p[3, 1],
@@ -335,7 +328,7 @@ def _two_el_two_mu_kernel(
         me = mu_off[ev + 1]
         if not (ee - eb >= 2 and me - mb >= 2):
             continue
-        if not (_all_central(el_eta, eb, ee, 2.5) and _all_central(mu_eta, mb, me, 2.4)):
+        if not (_all_abs_below(el_eta, eb, ee, 2.5) and _all_abs_below(mu_eta, mb, me, 2.4)):
             stage[ev] = 1
             continue
         mu_1, mu_2 = _top_two(mu_pt, mb, me)
@@ -351,7 +344,7 @@ def _two_el_two_mu_kernel(
         if mu_dr < _DR_MIN or el_dr < _DR_MIN:
             stage[ev] = 3
             continue
-        if not (_all_isolated(el_iso, eb, ee) and _all_isolated(mu_iso, mb, me)):
+        if not (_all_abs_below(el_iso, eb, ee, _ISO_MAX) and _all_abs_below(mu_iso, mb, me, _ISO_MAX)):
             stage[ev] = 4
             continue
         if not _all_good_tracks(el_dxy, el_dxy_err, el_dz, el_dz_err, eb, ee):
@@ -375,21 +368,10 @@ def _two_el_two_mu_kernel(
         e2x, e2y, e2z, e2e = _p4(el_pt[eb + 1], el_eta[eb + 1], el_phi[eb + 1], el_mass[eb + 1])
         mu_z = _mass(m1x + m2x, m1y + m2y, m1z + m2z, m1e + m2e)
         el_z = _mass(e1x + e2x, e1y + e2y, e1z + e2z, e1e + e2e)
-        if abs(mu_z - Z_MASS) < abs(el_z - Z_MASS):
-            z1 = mu_z
-            z2 = el_z
-        else:
-            z1 = el_z
-            z2 = mu_z
-        z_mass[ev, 0] = z1
-        z_mass[ev, 1] = z2
-        if not (z1 > 40.0 and z1 < 120.0):
-            stage[ev] = 8
+        z_mass[ev, 0], z_mass[ev, 1], in_window = _z_candidates(mu_z, el_z)
+        stage[ev] = 8 + in_window
+        if in_window < 2:
             continue
-        if not (z2 > 12.0 and z2 < 120.0):
-            stage[ev] = 9
-            continue
-        stage[ev] = 10
         m4l[ev] = _mass(m1x + m2x + e1x + e2x, m1y + m2y + e1y + e2y, m1z + m2z + e1z + e2z, m1e + m2e + e1e + e2e)
     return stage, z_mass, m4l
 

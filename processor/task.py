@@ -12,12 +12,13 @@ import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from .analysis import AnalysisRef, Output, resolve_analysis
 from .fileset import DatasetInfo, WorkItem
 from .partial import Partial
 from .report import FileReport
-from .source import DEFAULT_TIMEOUT, is_transient, read_columns
+from .source import DEFAULT_TIMEOUT, ReadResult, is_transient, read_columns
 
 __all__ = ["DEFAULT_RETRIES", "FileTask", "TaskOptions"]
 
@@ -59,18 +60,17 @@ class FileTask:
             where = _analysis_frame(exc, analysis.source_path)
             return self._failed(report, start, f"{type(exc).__name__} in analysis{where}: {_one_line(exc)}")
 
-    def _read(self, item: WorkItem, columns: tuple[str, ...], report: FileReport):
+    def _read(self, item: WorkItem, columns: tuple[str, ...], report: FileReport) -> ReadResult:
         delay = self.options.backoff
-        for attempt in range(1, self.options.retries + 2):
-            report.attempts = attempt
+        while True:
             try:
                 return read_columns(item, columns, timeout=self.options.timeout)
             except Exception as exc:
-                if attempt > self.options.retries or not is_transient(exc):
+                if report.attempts > self.options.retries or not is_transient(exc):
                     raise
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+            time.sleep(delay)
+            delay *= 2
+            report.attempts += 1
 
     @staticmethod
     def _failed(report: FileReport, start: float, error: str) -> Partial:
@@ -85,7 +85,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or repr(exc)
 
 
-def _analysis_frame(exc: BaseException, source_path) -> str:
+def _analysis_frame(exc: BaseException, source_path: Path | None) -> str:
     """`` at FILE:LINE in FUNC`` for the innermost frame in the analysis module, if any."""
     frames = traceback.extract_tb(exc.__traceback__)
     if source_path is not None:
