@@ -25,15 +25,15 @@ Z the other two leptons; both pairs need DeltaR >= 0.02 (DeltaR as ROOT's, dphi 
 120 and 12 < m(Z2) < 120 GeV; m4l is the invariant mass of the four leptons (PtEtaPhiM vectors,
 ROOT's convention for a negative mass: spacelike).
 
-The fix: df103 keeps the best Z mass in ``auto best_mass = -1;``, an ``int``, so it compares
-the distance of each new pair to 91.2 GeV with that of the *truncated* mass of the best pair so
-far (a 91.9 GeV pair found first is kept over a later, closer 91.0 GeV pair, because 91.9 was
-stored as 91). Here the comparison uses the floating-point masses. Like df103, the search starts from a mass of -1: a pair is
-taken only if |91.2 - m| < 92.2 GeV; if none is (every pair heavier than 183.4 GeV), df103 is
-left with the pair (0, 0), whose DeltaR of 0 rejects the event at the DeltaR step, and so is it
-here (such an event could never pass the Z1 mass cut anyway). Everything is computed in
-float64; df103 stores Z masses and m4l as float32, which can only matter for a value within
-float32 rounding of a cut.
+The fix: df103 keeps the best Z mass in ``auto best_mass = -1;``, an ``int``, so it compares the
+distance of each new pair to 91.2 GeV with that of the *truncated* mass of the best pair so far
+(a 91.9 GeV pair found first is kept over a later, closer 91.0 GeV pair, because 91.9 was stored
+as 91). Here the comparison uses the floating-point masses. Like df103, the search starts from a
+mass of -1: a pair is taken only if |91.2 - m| < 92.2 GeV; if none is (every pair heavier than
+183.4 GeV), df103 is left with the pair (0, 0), whose DeltaR of 0 rejects the event at the
+DeltaR step, and so is it here (such an event could never pass the Z1 mass cut anyway).
+Everything is computed in float64; df103 stores Z masses and m4l as float32, which can only
+matter for a value within float32 rounding of a cut.
 
 An event can pass several channels (e.g. four good muons and two good electrons satisfy both
 4mu and 2e2mu): df103 runs each channel's selection on every dataset, so such an event enters
@@ -278,9 +278,10 @@ def _four_lepton_kernel(off, pt, eta, phi, mass, charge, iso, dxy, dxy_err, dz, 
         a2 = b + best_2
         c1 = b + other_1
         c2 = b + other_2
-        if _delta_r(eta[a1], eta[a2], phi[a1], phi[a2]) < _DR_MIN or _delta_r(
-            eta[c1], eta[c2], phi[c1], phi[c2]
-        ) < _DR_MIN:
+        if (
+            _delta_r(eta[a1], eta[a2], phi[a1], phi[a2]) < _DR_MIN
+            or _delta_r(eta[c1], eta[c2], phi[c1], phi[c2]) < _DR_MIN
+        ):
             stage[ev] = 5
             continue
         z_mass[ev, 0], z_mass[ev, 1], in_window = _z_candidates(best_mass, _pair_mass(p, other_1, other_2))

@@ -221,4 +221,3 @@ def _analysis_from_module(module: ModuleType, source: bytes | None = None) -> An
         lumi_pb=float(lumi) if lumi is not None else None,
         default_fileset=default if callable(default) else None,
     )
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -41,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--retries", type=int, default=DEFAULT_RETRIES, help="retries of transient read errors (3)")
     r.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per remote read request (60)")
     r.add_argument("--strict", action="store_true", help="exit non-zero if any file fails (outputs still written)")
+    r.add_argument(
+        "--combine-channels", action="store_true", help="one HistFactory channel: the sum of the analysis' channels"
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     d = sub.add_parser("demo-data", help="generate the embedded H->4l demo data set")
@@ -69,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     analysis = load_analysis(args.analysis)
+    if args.combine_channels:
+        analysis = dataclasses.replace(
+            analysis, templates=dataclasses.replace(analysis.templates, combine_channels=True)
+        )
     if args.fileset is None:
         console.print(f"No --fileset: using the default fileset of [bold]{analysis.name}[/bold]")
     fileset = resolve_fileset(analysis, args.fileset)
@@ -82,7 +90,12 @@ def _run(args: argparse.Namespace) -> int:
     with RunProgress(len(fileset), console=console, disable=args.no_progress) as progress:
         try:
             result = run(
-                analysis, fileset, executor=executor, output=output, strict=args.strict, options=options,
+                analysis,
+                fileset,
+                executor=executor,
+                output=output,
+                strict=args.strict,
+                options=options,
                 on_file=progress.on_file,
             )
         except RunFailed as exc:
@@ -102,7 +115,9 @@ def _summarise(result: Result) -> None:
     )
     for r in result.failures:
         # one line per file, unwrapped, so that logs can be grepped for a path
-        console.print(f"[red]FAILED[/red] {escape(f'{r.path} [{r.dataset}]: {r.error}')}", soft_wrap=True, highlight=False)
+        console.print(
+            f"[red]FAILED[/red] {escape(f'{r.path} [{r.dataset}]: {r.error}')}", soft_wrap=True, highlight=False
+        )
     for kind, path in result.outputs.items():
         console.print(f"  {kind:<10} {path}", soft_wrap=True, highlight=False)
 
@@ -118,7 +133,10 @@ def _demo_data(args: argparse.Namespace) -> int:
         path = demo.ensure_demo_fileset(events=events, seed=args.seed)
     else:
         path = demo.generate(
-            args.out, events=events, files_per_dataset=args.files_per_dataset, seed=args.seed,
+            args.out,
+            events=events,
+            files_per_dataset=args.files_per_dataset,
+            seed=args.seed,
             compression=args.compression,
         )
     print(path)
@@ -136,15 +154,20 @@ def _fit(args: argparse.Namespace) -> int:
     try:
         fit = fit_workspace(spec)
     except pyhf.exceptions.FailedMinimization as exc:
-        console.print(f"[red]error:[/red] the fit of {path} did not converge ({exc}); "
-                      "check for bins with data but no predicted events")
+        console.print(
+            f"[red]error:[/red] the fit of {path} did not converge ({exc}); "
+            "check for bins with data but no predicted events"
+        )
         return 1
     poi = spec["measurements"][0]["config"]["poi"]
     exp = fit.cls_expected
     table = Table(title=f"fit of {path}", title_justify="left", show_header=False)
     table.add_row(f"best-fit {poi}", f"{fit.mu:.3f} ± {fit.mu_uncertainty:.3f}")
     table.add_row(f"CLs observed ({poi}=1)", f"{fit.cls_observed:.4g}")
-    table.add_row(f"CLs expected ({poi}=1)", f"{exp[2]:.4g}  [-1σ {exp[1]:.4g}, +1σ {exp[3]:.4g}; -2σ {exp[0]:.4g}, +2σ {exp[4]:.4g}]")
+    table.add_row(
+        f"CLs expected ({poi}=1)",
+        f"{exp[2]:.4g}  [-1σ {exp[1]:.4g}, +1σ {exp[3]:.4g}; -2σ {exp[0]:.4g}, +2σ {exp[4]:.4g}]",
+    )
     table.add_row("significance observed", f"{fit.significance_observed:.2f} σ")
     table.add_row("significance expected", f"{fit.significance_expected:.2f} σ")
     Console().print(table)

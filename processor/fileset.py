@@ -181,7 +181,9 @@ def load_fileset(path: str | os.PathLike[str]) -> Fileset:
         else:
             obj = json.loads(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise FilesetError(f"fileset {path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}") from exc
+        raise FilesetError(
+            f"fileset {path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}"
+        ) from exc
     return parse_fileset(obj, base_dir=path.parent)
 
 

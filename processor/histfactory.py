@@ -69,7 +69,9 @@ def build_workspace(result: Result, templates: Templates, measurement: str) -> d
                             "name": "lumi",
                             "auxdata": [1.0],
                             "sigmas": [templates.lumi_uncertainty],
-                            "bounds": [[max(0.0, 1 - 5 * templates.lumi_uncertainty), 1 + 5 * templates.lumi_uncertainty]],
+                            "bounds": [
+                                [max(0.0, 1 - 5 * templates.lumi_uncertainty), 1 + 5 * templates.lumi_uncertainty]
+                            ],
                             "inits": [1.0],
                         },
                         {"name": templates.poi, "bounds": [[0.0, 10.0]], "inits": [1.0]},

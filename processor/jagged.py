@@ -44,7 +44,9 @@ def offsets_and_content(array: ak.Array) -> tuple[np.ndarray, np.ndarray]:
         layout = ak.to_packed(layout, highlevel=False)
         content = layout.content
     if not isinstance(content, ak.contents.NumpyArray) or content.data.ndim != 1:
-        raise TypeError(f"expected a jagged array of numbers without missing values (var * number), got {_type_of(array)}")
+        raise TypeError(
+            f"expected a jagged array of numbers without missing values (var * number), got {_type_of(array)}"
+        )
     data = np.asarray(content.data)
     if not (np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_):
         raise TypeError(f"expected a jagged array of numbers, got {_type_of(array)}")

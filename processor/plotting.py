@@ -24,7 +24,7 @@ def plot_templates(
     """Stack backgrounds then signal, summed over channels, with data as points with sqrt(N) errors."""
     samples = result.samples[templates.histogram]
     summed = {s: (h[{templates.channel_axis: sum}] if templates.channel_axis else h) for s, h in samples.items()}
-    order = sorted((s for s in summed if result.role_of(s) == "background")) + sorted(
+    order = sorted(s for s in summed if result.role_of(s) == "background") + sorted(
         s for s in summed if result.role_of(s) == "signal"
     )
     data = [s for s in summed if result.role_of(s) == "data"]

@@ -67,7 +67,7 @@ def run(
     output: str | os.PathLike[str] | None = None,
     write: bool = True,
     strict: bool = False,
-    options: TaskOptions = TaskOptions(),
+    options: TaskOptions | None = None,
     on_file: FileCallback | None = None,
 ) -> Result:
     """Run ``analysis`` over ``fileset`` and write its outputs.
@@ -81,7 +81,7 @@ def run(
     fileset = resolve_fileset(analysis, fileset)
     infos = fileset.infos(analysis.lumi_pb)
     items = fileset.work_items()
-    task = FileTask(analysis.ref(), infos, options)
+    task = FileTask(analysis.ref(), infos, options or TaskOptions())
     start = time.perf_counter()
     partial = (executor or LocalExecutor()).run(items, task, on_file or (lambda report: None))
     wall = time.perf_counter() - start
@@ -91,9 +91,7 @@ def run(
     result = Result.from_partial(partial, infos, wall)
     if write:
         out_dir = Path(output) if output is not None else default_output_dir(analysis)
-        report = build_report(
-            result.files, wall, result.cutflow, provenance(analysis.source_sha256, fileset.sha256)
-        )
+        report = build_report(result.files, wall, result.cutflow, provenance(analysis.source_sha256, fileset.sha256))
         result.outputs = write_outputs(result, analysis, report, out_dir)
     if strict and result.failures:
         raise RunFailed(result.failures, result)

@@ -72,9 +72,7 @@ def read_columns(item: WorkItem, columns: Sequence[str], *, timeout: float = DEF
         missing = [c for c in columns if c not in available]
         if missing:
             raise InputError(f"tree {item.treename!r} has no branch {', '.join(map(repr, missing))}")
-        events = tree.arrays(
-            list(columns), entry_start=item.entry_start, entry_stop=item.entry_stop, library="ak"
-        )
+        events = tree.arrays(list(columns), entry_start=item.entry_start, entry_stop=item.entry_stop, library="ak")
         # RNTuples also return the collection records the fields live in; keep what was asked for
         events = events[list(columns)]
         return ReadResult(events=events, bytes_read=int(file.file.source.num_requested_bytes))

@@ -10,7 +10,6 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
-
 from xrootd_server import configure_client_timeouts, xrootd_available
 
 # Before any XRootD request in this process (and inherited by Dask workers through XRD_*):

@@ -88,9 +88,7 @@ def _contents(fileset_json: Path) -> dict[str, dict[str, np.ndarray]]:
     for name in list(MC) + list(DATA):
         for url in _files(fileset_json, name):
             arrays = _read(url)
-            out[Path(url).name] = {
-                k: ak.to_numpy(ak.flatten(v) if v.ndim > 1 else v) for k, v in arrays.items()
-            }
+            out[Path(url).name] = {k: ak.to_numpy(ak.flatten(v) if v.ndim > 1 else v) for k, v in arrays.items()}
     return out
 
 
@@ -160,7 +158,9 @@ def test_signal_four_lepton_mass_peaks_at_125(demo_set):
         arrays = _read(url)
         mu = _collection(arrays, "Muon", MUON_FIELDS)
         el = _collection(arrays, "Electron", ELECTRON_FIELDS)
-        prompt = ak.all((mu.pfRelIso04_all < 0.35) & (np.hypot(mu.dxy, mu.dz) / np.hypot(mu.dxyErr, mu.dzErr) < 4), axis=1)
+        prompt = ak.all(
+            (mu.pfRelIso04_all < 0.35) & (np.hypot(mu.dxy, mu.dz) / np.hypot(mu.dxyErr, mu.dzErr) < 4), axis=1
+        )
         prompt = prompt & ak.all(
             (el.pfRelIso03_all < 0.35) & (np.hypot(el.dxy, el.dz) / np.hypot(el.dxyErr, el.dzErr) < 4), axis=1
         )
@@ -232,7 +232,7 @@ def test_fileset_loads_and_weights_mc(demo_set):
     fileset = load_fileset(demo_set)
     assert set(fileset.datasets) == set(MC) | set(DATA)
     infos = fileset.infos(LUMI_PB)
-    for name, ds in fileset.datasets.items():
+    for ds in fileset.datasets.values():
         assert len(ds.files) == 2
         for url, tree in ds.files:
             assert Path(url).is_file() and tree == "Events"

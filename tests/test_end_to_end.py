@@ -22,7 +22,11 @@ CHANNELS = ("4mu", "4e", "2e2mu")
 def _lumiflow(*args, cwd, env, check=True):
     proc = subprocess.run(
         [sys.executable, "-m", "processor.cli", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"lumiflow {args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
@@ -105,6 +109,31 @@ def test_fit_prints_signal_strength_cls_and_significance(default_run):
     assert 0.2 < mu < 2.5  # pseudo-data are drawn from signal + background: mu near 1
 
 
+def test_combined_channel_is_the_sum_of_the_final_states(default_run, tmp_path):
+    cwd, env, _ = default_run
+    _lumiflow(
+        "run",
+        HZZ4L,
+        "--executor",
+        "local",
+        "--combine-channels",
+        "--output",
+        tmp_path,
+        "--no-progress",
+        cwd=cwd,
+        env=env,
+    )
+    combined = json.loads((tmp_path / "workspace.json").read_text())
+    split = json.loads((cwd / "lumiflow-output" / "hzz4l" / "workspace.json").read_text())
+    assert [c["name"] for c in combined["channels"]] == ["m4l"]
+    observed = np.sum([o["data"] for o in split["observations"]], axis=0)
+    assert combined["observations"][0]["data"] == observed.tolist()
+    for sample in combined["channels"][0]["samples"]:
+        per_channel = [s["data"] for c in split["channels"] for s in c["samples"] if s["name"] == sample["name"]]
+        np.testing.assert_allclose(sample["data"], np.sum(per_channel, axis=0), rtol=1e-12)
+    pyhf.Workspace(combined).model()
+
+
 def test_demo_peak_is_visible_at_125(default_run):
     cwd, _, _ = default_run
     with uproot.open(cwd / "lumiflow-output" / "hzz4l" / "histograms.root") as f:
@@ -125,11 +154,25 @@ def test_cli_reports_bad_input_with_exit_codes(default_run, tmp_path):
     fileset = json.loads(next((cwd / "cache").glob("demo-*/fileset.json")).read_text())
     base = next((cwd / "cache").glob("demo-*"))
     small = {"SMHiggsToZZTo4L": fileset["SMHiggsToZZTo4L"]}
-    small["SMHiggsToZZTo4L"]["files"] = {str(base / "SMHiggsToZZTo4L_0.root"): "Events", str(tmp_path / "gone.root"): "Events"}
+    small["SMHiggsToZZTo4L"]["files"] = {
+        str(base / "SMHiggsToZZTo4L_0.root"): "Events",
+        str(tmp_path / "gone.root"): "Events",
+    }
     (tmp_path / "partly.json").write_text(json.dumps(small))
     strict = _lumiflow(
-        "run", HZZ4L, "--fileset", tmp_path / "partly.json", "--executor", "local", "--strict",
-        "--output", tmp_path / "out", "--no-progress", cwd=cwd, env=env, check=False,
+        "run",
+        HZZ4L,
+        "--fileset",
+        tmp_path / "partly.json",
+        "--executor",
+        "local",
+        "--strict",
+        "--output",
+        tmp_path / "out",
+        "--no-progress",
+        cwd=cwd,
+        env=env,
+        check=False,
     )
     assert strict.returncode == 1, strict.stderr
     assert "gone.root" in strict.stderr and "FileNotFoundError" in strict.stderr

@@ -39,8 +39,11 @@ def test_dask_is_bit_identical_to_local_for_any_fan_in(muon_fileset, cluster):
     for fan_in in (2, 3, 8):
         seen = []
         dask = processor.run(
-            DIMUON, muon_fileset, executor=DaskExecutor(scheduler=cluster.scheduler_address, fan_in=fan_in),
-            write=False, on_file=seen.append,
+            DIMUON,
+            muon_fileset,
+            executor=DaskExecutor(scheduler=cluster.scheduler_address, fan_in=fan_in),
+            write=False,
+            on_file=seen.append,
         )
         assert _bits(dask) == _bits(local)
         assert len(seen) == 12  # every file announced once to the progress callback
@@ -54,7 +57,7 @@ def test_fresh_local_cluster_with_one_worker(muon_fileset):
 
 def _fileset_with_bad_files(muon_fileset, tmp_path):
     spec = json.loads(muon_fileset.read_text())
-    for name, body in spec.items():
+    for _name, body in spec.items():
         body["files"] = {str(muon_fileset.parent / f): t for f, t in body["files"].items()}
     (tmp_path / "not_root.root").write_text("this is not a ROOT file\n" * 20)
     spec["bkg"]["files"][str(tmp_path / "missing.root")] = "Events"
@@ -96,11 +99,15 @@ def test_strict_fails_after_writing_what_succeeded(muon_fileset, tmp_path):
 
 def test_analysis_error_names_module_line_and_input_file(muon_fileset, tmp_path):
     broken = tmp_path / "broken_dimuon.py"
-    source = DIMUON.read_text().replace("    two = events[", "    assert len(events) < 1030, 'too many'\n    two = events[")
+    source = DIMUON.read_text().replace(
+        "    two = events[", "    assert len(events) < 1030, 'too many'\n    two = events["
+    )
     broken.write_text(source)
     result = processor.run(broken, muon_fileset, executor=LocalExecutor(), write=False)
     failed = result.failures
-    assert [r.events for r in failed] == [0] * len(failed) and len(failed) == 9  # files _1.._3 of each dataset have >= 1037 events
+    assert [r.events for r in failed] == [0] * len(failed) and len(
+        failed
+    ) == 9  # files _1.._3 of each dataset have >= 1037 events
     line = source.splitlines().index("    assert len(events) < 1030, 'too many'") + 1
     assert failed[0].error.startswith(f"AssertionError in analysis at {broken}:{line} in process")
     assert all(r.path.endswith(("_1.root", "_2.root", "_3.root")) for r in failed)
@@ -112,5 +119,7 @@ def test_analysis_source_is_shipped_to_workers(muon_fileset, cluster, tmp_path):
     shutil.copy(DIMUON, copy)
     analysis = processor.load_analysis(copy)
     copy.unlink()
-    result = processor.run(analysis, muon_fileset, executor=DaskExecutor(scheduler=cluster.scheduler_address), write=False)
+    result = processor.run(
+        analysis, muon_fileset, executor=DaskExecutor(scheduler=cluster.scheduler_address), write=False
+    )
     assert not result.failures and result.events > 0

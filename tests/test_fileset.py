@@ -19,17 +19,31 @@ def test_coffea_layouts_json_and_yaml(tmp_path):
     )
     fs = load_fileset(tmp_path / "fs.yaml")
     items = fs.work_items()
-    assert [(i.index, i.dataset, i.treename) for i in items] == [(0, "mc", "Events"), (1, "mc", "Tree2"), (2, "data", "Events")]
+    assert [(i.index, i.dataset, i.treename) for i in items] == [
+        (0, "mc", "Events"),
+        (1, "mc", "Tree2"),
+        (2, "data", "Events"),
+    ]
     assert items[0].url == str(tmp_path / "a.root")  # relative to the fileset's directory
-    (tmp_path / "fs.json").write_text(json.dumps({"mc": {"files": {"*.root": "Events"}, "metadata": {"is_data": True}}}))
-    assert [i.url for i in load_fileset(tmp_path / "fs.json").work_items()] == [str(tmp_path / n) for n in ("a.root", "b.root", "c.root")]
+    (tmp_path / "fs.json").write_text(
+        json.dumps({"mc": {"files": {"*.root": "Events"}, "metadata": {"is_data": True}}})
+    )
+    assert [i.url for i in load_fileset(tmp_path / "fs.json").work_items()] == [
+        str(tmp_path / n) for n in ("a.root", "b.root", "c.root")
+    ]
 
 
 def test_mc_weight_is_xsec_times_lumi_times_kfactor_over_generated():
     fs = parse_fileset(
         {
-            "zz": {"files": ["root://host//zz.root"], "metadata": {"xsec_pb": 0.077, "nevents_generated": 1499064, "kfactor": 1.386}},
-            "w": {"files": ["x.root"], "metadata": {"xsec_pb": 10.0, "sum_weights": 250.0, "lumi_pb": 100.0, "role": "signal"}},
+            "zz": {
+                "files": ["root://host//zz.root"],
+                "metadata": {"xsec_pb": 0.077, "nevents_generated": 1499064, "kfactor": 1.386},
+            },
+            "w": {
+                "files": ["x.root"],
+                "metadata": {"xsec_pb": 10.0, "sum_weights": 250.0, "lumi_pb": 100.0, "role": "signal"},
+            },
             "data": {"files": ["d.root"], "metadata": {"is_data": True, "channels": ["4e"]}},
         }
     )
@@ -46,7 +60,10 @@ def test_mc_weight_is_xsec_times_lumi_times_kfactor_over_generated():
     [
         ({"d": {"files": ["a.root"], "metadata": {"xsec": 1.0}}}, "dataset 'd': unknown metadata key 'xsec'"),
         ({"d": {"files": ["a.root"], "metadata": {"role": "sig"}}}, "dataset 'd': metadata.role must be one of"),
-        ({"d": {"files": ["a.root"], "metadata": {"xsec_pb": "1"}}}, "dataset 'd': metadata.xsec_pb has the wrong type"),
+        (
+            {"d": {"files": ["a.root"], "metadata": {"xsec_pb": "1"}}},
+            "dataset 'd': metadata.xsec_pb has the wrong type",
+        ),
         ({"d": {"files": [], "metadata": {}}}, "dataset 'd': no files"),
         ({"d": {"file": ["a.root"]}}, "dataset 'd': unknown keys"),
         ({"d": {"files": 3}}, "dataset 'd': 'files' must be"),

@@ -37,7 +37,9 @@ WEIGHT = 0.5
 
 
 def mc(**kwargs) -> DatasetInfo:
-    return DatasetInfo(**{"name": "x", "role": "signal", "sample": "signal", "is_data": False, "weight": WEIGHT, **kwargs})
+    return DatasetInfo(
+        **{"name": "x", "role": "signal", "sample": "signal", "is_data": False, "weight": WEIGHT, **kwargs}
+    )
 
 
 def branch(collection: str, field: str) -> str:
@@ -64,7 +66,7 @@ def ref_p4(lep):
 
 
 def ref_mass(*leptons):
-    px, py, pz, e = (sum(c) for c in zip(*(ref_p4(lep) for lep in leptons)))
+    px, py, pz, e = (sum(c) for c in zip(*(ref_p4(lep) for lep in leptons), strict=False))
     m2 = e * e - px * px - py * py - pz * pz
     return math.sqrt(m2) if m2 >= 0 else -math.sqrt(-m2)
 
@@ -152,7 +154,7 @@ def ref_two_el_two_mu(els, mus):
 
 def ref_leptons(event, collection):
     values = [event[branch(collection, f)] for f in FIELDS]
-    return [dict(zip(FIELDS, lep)) for lep in zip(*values)]
+    return [dict(zip(FIELDS, lep, strict=False)) for lep in zip(*values, strict=False)]
 
 
 def reference(events) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -235,7 +237,10 @@ def edge_rows():
         ({"Muon": g[:2] + [with_(g[2], charge=0), g[3]]}, (4, 0, 0)),  # +, -, 0, -: not 2+ 2-
         ({"Muon": z_pair(91.2) + [lep(20.0, 1.0, 0.5, 1), lep(20.0, 1.01, 0.51, -1)]}, (5, 0, 0)),  # dR 0.014
         # Z2 pair across phi = +-pi: dR 0.008 only once dphi is wrapped
-        ({"Muon": z_pair(91.2) + [lep(20.0, 1.0, math.pi - 0.004, 1), lep(20.0, 1.0, -math.pi + 0.004, -1)]}, (5, 0, 0)),
+        (
+            {"Muon": z_pair(91.2) + [lep(20.0, 1.0, math.pi - 0.004, 1), lep(20.0, 1.0, -math.pi + 0.004, -1)]},
+            (5, 0, 0),
+        ),
         ({"Muon": golden(40.0002, 25.0)}, (8, 0, 0)),  # Z1 just above 40
         ({"Muon": golden(39.9998, 25.0)}, (6, 0, 0)),
         ({"Muon": golden(119.9998, 30.0)}, (8, 0, 0)),  # Z1 just below 120
@@ -259,15 +264,30 @@ def edge_rows():
         ({"Muon": z_pair(91.2), "Electron": z_pair(30.0, 1.0)}, (0, 0, 10)),  # golden 2e2mu
         ({"Muon": z_pair(30.0, 1.0), "Electron": z_pair(91.2)}, (0, 0, 10)),  # Z1 from electrons
         # first two stored muons same-sign: Z from (mu0 + mu1) all the same, charge sum 0
-        ({"Muon": z_pair(91.2, charges=(1, 1)) + z_pair(20.0, 1.5, 1.0, charges=(-1, -1)),
-          "Electron": z_pair(30.0, 1.0)}, (None, 0, 10)),  # fmt: skip
+        (
+            {
+                "Muon": z_pair(91.2, charges=(1, 1)) + z_pair(20.0, 1.5, 1.0, charges=(-1, -1)),
+                "Electron": z_pair(30.0, 1.0),
+            },
+            (None, 0, 10),
+        ),  # fmt: skip
         # in 4mu and in 2e2mu at once
         ({"Muon": golden(), "Electron": z_pair(30.0, -1.0, 0.3)}, (8, 0, 10)),
         # pt cut through the electrons (muons 15, 12), then electrons' second exactly 10
-        ({"Muon": [lep(15.0, 0.0, 0.0, 1), lep(12.0, 0.5, 2.0, -1)],
-          "Electron": [lep(25.0, -0.5, 1.0, 1), lep(11.0, 0.2, -2.0, -1)]}, (0, 0, None)),  # fmt: skip
-        ({"Muon": [lep(15.0, 0.0, 0.0, 1), lep(12.0, 0.5, 2.0, -1)],
-          "Electron": [lep(25.0, -0.5, 1.0, 1), lep(10.0, 0.2, -2.0, -1)]}, (0, 0, 2)),  # fmt: skip
+        (
+            {
+                "Muon": [lep(15.0, 0.0, 0.0, 1), lep(12.0, 0.5, 2.0, -1)],
+                "Electron": [lep(25.0, -0.5, 1.0, 1), lep(11.0, 0.2, -2.0, -1)],
+            },
+            (0, 0, None),
+        ),  # fmt: skip
+        (
+            {
+                "Muon": [lep(15.0, 0.0, 0.0, 1), lep(12.0, 0.5, 2.0, -1)],
+                "Electron": [lep(25.0, -0.5, 1.0, 1), lep(10.0, 0.2, -2.0, -1)],
+            },
+            (0, 0, 2),
+        ),  # fmt: skip
         ({"Muon": z_pair(91.2), "Electron": [lep(20.0, 1.0, 0.5, 1), lep(20.0, 1.01, 0.51, -1)]}, (0, 0, 3)),
         ({"Muon": z_pair(91.2), "Electron": z_pair(30.0, 1.0, charges=(1, 1))}, (0, 0, 7)),
         ({"Muon": z_pair(91.2), "Electron": z_pair(30.0, 2.5)}, (0, 0, 1)),  # electron |eta| == 2.5
@@ -360,14 +380,16 @@ def test_edge_cases_reach_the_expected_cut(analysis):
     result = analysis.module.select(events)
     ref = reference(events)
     for i, (_, expected) in enumerate(rows):
-        for ch, want in zip(CHANNELS, expected):
+        for ch, want in zip(CHANNELS, expected, strict=False):
             got = int(result[ch][0][i])
             assert got == ref[ch][0][i], (i, ch, got, ref[ch][0][i])
             if want is not None:
                 assert got == want, f"edge event {i}, {ch}: passed {got} cuts, expected {want}"
     assert_matches(result, ref, "edge cases")
     # 2e2mu with same-sign first muons: Z1 is (mu0 + mu1) = 91.2 whatever their charges.
-    same_sign = next(i for i, (row, _) in enumerate(rows) if [m["charge"] for m in row.get("Muon", [])] == [1, 1, -1, -1])
+    same_sign = next(
+        i for i, (row, _) in enumerate(rows) if [m["charge"] for m in row.get("Muon", [])] == [1, 1, -1, -1]
+    )
     assert result["2e2mu"][1][same_sign, 0] == pytest.approx(91.2, rel=1e-9)
 
 
@@ -436,7 +458,7 @@ def test_cutflow(analysis, events, expected):
         steps = channel_steps(cutflow, ch)
         assert len(steps) == N_CUTS[ch] + 1  # trigger stream + each cut
         flow = [cutflow["all"], *steps]
-        assert all(a >= b for a, b in zip(flow, flow[1:])), (ch, flow)
+        assert all(a >= b for a, b in zip(flow, flow[1:], strict=False)), (ch, flow)
         filled = out.hists["m4l"][{"channel": ch}].values(flow=True).sum() / WEIGHT
         assert steps[-1] == round(filled)
         stage = expected[ch][0]
@@ -563,6 +585,12 @@ def test_offsets_and_content():
     off, content = offsets_and_content(ak.Array(counts))
     assert off.dtype == np.int64 and off.tolist() == [0, 1, 3] and content.tolist() == [2, 3, 4]
     assert content.flags.c_contiguous and off.flags.c_contiguous
-    for bad in (ak.Array([[1.0, None]]), ak.Array([[1.0], None]), ak.Array([[[1.0]]]), ak.Array([1.0]), ak.Array([["a"]])):
+    for bad in (
+        ak.Array([[1.0, None]]),
+        ak.Array([[1.0], None]),
+        ak.Array([[[1.0]]]),
+        ak.Array([1.0]),
+        ak.Array([["a"]]),
+    ):
         with pytest.raises(TypeError):
             offsets_and_content(bad)

@@ -7,7 +7,6 @@ failure, because CI must prove that the remote path works.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -18,7 +17,6 @@ import pytest
 import uproot
 import uproot.source.fsspec
 import uproot.source.xrootd
-
 from conftest import require_xrootd
 from xrootd_server import XRootDServer, make_readable_by_others
 
@@ -185,7 +183,5 @@ def test_server_restarts_on_same_port(private_server, export_dir):
     assert server.port == port and server.running
     start = time.monotonic()
     with uproot.open(url, timeout=OPEN_TIMEOUT, **xrootd) as f:
-        np.testing.assert_array_equal(
-            f["Events"]["n"].array(library="np"), np.arange(100, dtype=np.int32)
-        )
+        np.testing.assert_array_equal(f["Events"]["n"].array(library="np"), np.arange(100, dtype=np.int32))
     assert time.monotonic() - start < OPEN_TIMEOUT

@@ -110,17 +110,13 @@ def xrootd_available() -> str | None:
     """Return ``None`` if a server can be started and read from here,
     otherwise the reason why not (suitable for ``pytest.skip``)."""
     if shutil.which("xrootd") is None:
-        return (
-            "xrootd binary not found on PATH "
-            "(install xrootd-server: scripts/install-test-deps.sh)"
-        )
+        return "xrootd binary not found on PATH (install xrootd-server: scripts/install-test-deps.sh)"
     if _is_root():
         try:
             pwd.getpwnam(XROOTD_USER)
         except KeyError:
             return (
-                f"running as root but there is no {XROOTD_USER!r} user to run "
-                "xrootd as (xrootd refuses to run as root)"
+                f"running as root but there is no {XROOTD_USER!r} user to run xrootd as (xrootd refuses to run as root)"
             )
         if shutil.which("runuser") is None:
             return "running as root but runuser is not available to drop to user xrootd"
@@ -272,8 +268,7 @@ class XRootDServer:
             except _PortInUse:
                 if attempt == attempts - 1:
                     raise RuntimeError(
-                        f"xrootd could not bind port {self.port}: address in use\n"
-                        + self._log_tail()
+                        f"xrootd could not bind port {self.port}: address in use\n" + self._log_tail()
                     ) from None
                 self.port = _free_port()
 
@@ -406,10 +401,7 @@ class XRootDServer:
                 return
             if time.monotonic() >= deadline:
                 self.stop()
-                raise RuntimeError(
-                    f"xrootd did not answer on 127.0.0.1:{self.port} in time\n"
-                    + self._log_tail()
-                )
+                raise RuntimeError(f"xrootd did not answer on 127.0.0.1:{self.port} in time\n" + self._log_tail())
             time.sleep(0.02)
 
     def _http_ready(self) -> bool:
