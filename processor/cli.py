@@ -100,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
             )
         except RunFailed as exc:
             result, status = exc.result, 1
+        progress.complete(result.files)
     _summarise(result)
     if result.files and not any(r.ok for r in result.files):
         return 1

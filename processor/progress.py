@@ -41,14 +41,28 @@ class RunProgress:
 
     def on_file(self, report: FileReport) -> None:
         with self._lock:
-            self.files += 1
-            if report.ok:
-                self.events += report.events
-            else:
-                self.failed += 1
-            self.bytes_read += report.bytes_read
-            elapsed = max(time.perf_counter() - self._start, 1e-9)
-            rates = f"{self.events / elapsed:,.0f} events/s  {self.bytes_read / elapsed / 1e6:,.1f} MB/s"
-            if self.failed:
-                rates += f"  [red]{self.failed} failed"
-            self._progress.update(self._task, completed=self.files, rates=rates)
+            self._count(report)
+            self._refresh()
+
+    def complete(self, reports: list[FileReport]) -> None:
+        """Show the final counts from the result: live announcements are best-effort."""
+        with self._lock:
+            self.files = self.failed = self.events = self.bytes_read = 0
+            for report in reports:
+                self._count(report)
+            self._refresh()
+
+    def _count(self, report: FileReport) -> None:
+        self.files += 1
+        if report.ok:
+            self.events += report.events
+        else:
+            self.failed += 1
+        self.bytes_read += report.bytes_read
+
+    def _refresh(self) -> None:
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        rates = f"{self.events / elapsed:,.0f} events/s  {self.bytes_read / elapsed / 1e6:,.1f} MB/s"
+        if self.failed:
+            rates += f"  [red]{self.failed} failed"
+        self._progress.update(self._task, completed=self.files, rates=rates)
