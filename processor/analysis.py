@@ -28,6 +28,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any
 
 import hist
 
+from .cache import cache_root
 from .fileset import DatasetInfo
 
 __all__ = ["Analysis", "AnalysisError", "AnalysisRef", "Output", "Templates", "load_analysis", "resolve_analysis"]
@@ -122,7 +124,12 @@ _RESOLVED: dict[str, Analysis] = {}
 
 
 def resolve_analysis(ref: AnalysisRef) -> Analysis:
-    """The analysis behind ``ref``, loaded once per process (kernels compile once per worker)."""
+    """The analysis behind ``ref``, loaded once per process (kernels compile once per worker).
+
+    A worker without the user's file (or with another version of it) loads the shipped source
+    from a copy in the cache directory, named by its hash: Numba's ``cache=True`` needs a real
+    file beside which to keep compiled kernels.
+    """
     cached = _RESOLVED.get(ref.sha256)
     if cached is not None:
         return cached
@@ -130,12 +137,22 @@ def resolve_analysis(ref: AnalysisRef) -> Analysis:
         analysis = load_analysis(ref.spec)
     else:
         path = Path(ref.spec)
-        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == ref.sha256:
-            analysis = load_analysis(path)
-        else:
-            analysis = _analysis_from_module(_module_from_source(path, ref.source), ref.source.encode())
+        if not (path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == ref.sha256):
+            path = _shipped_copy(path.name, ref.source, ref.sha256)
+        analysis = load_analysis(path)
     _RESOLVED[ref.sha256] = analysis
     return analysis
+
+
+def _shipped_copy(filename: str, source: str, sha256: str) -> Path:
+    path = cache_root() / "analyses" / sha256[:16] / filename
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(source)
+        os.replace(tmp, path)  # concurrent workers on one machine may race here: same content
+    return path
 
 
 def _importable(module: ModuleType) -> bool:
@@ -143,18 +160,6 @@ def _importable(module: ModuleType) -> bool:
 
 
 _FILE_MODULE_PREFIX = "lumiflow_analysis_"
-
-
-def _module_from_source(path: Path, source: str) -> ModuleType:
-    module = ModuleType(f"{_FILE_MODULE_PREFIX}{path.stem}")
-    module.__file__ = str(path)
-    sys.modules[module.__name__] = module
-    try:
-        exec(compile(source, str(path), "exec"), module.__dict__)
-    except Exception as exc:
-        sys.modules.pop(module.__name__, None)
-        raise AnalysisError(f"cannot import analysis {path}: {type(exc).__name__}: {exc}") from exc
-    return module
 
 
 def _module_from_path(path: Path) -> ModuleType:
@@ -192,7 +197,7 @@ def load_analysis(spec: str | os.PathLike[str] | ModuleType) -> Analysis:
     return _analysis_from_module(module)
 
 
-def _analysis_from_module(module: ModuleType, source: bytes | None = None) -> Analysis:
+def _analysis_from_module(module: ModuleType) -> Analysis:
     where = getattr(module, "__file__", None) or module.__name__
     missing = [attr for attr in ("name", "columns", "process", "templates") if not hasattr(module, attr)]
     if missing:
@@ -205,8 +210,7 @@ def _analysis_from_module(module: ModuleType, source: bytes | None = None) -> An
     if isinstance(columns, str) or not isinstance(columns, Sequence) or not columns:
         raise AnalysisError(f"analysis {where}: columns must be a non-empty list of branch names")
     source_path = Path(module.__file__) if getattr(module, "__file__", None) else None
-    if source is None:
-        source = source_path.read_bytes() if source_path else module.__name__.encode()
+    source = source_path.read_bytes() if source_path else module.__name__.encode()
     default = getattr(module, "default_fileset", None)
     lumi = getattr(module, "lumi_pb", None)
     return Analysis(

@@ -37,6 +37,8 @@ import awkward as ak
 import numpy as np
 import uproot
 
+from .cache import cache_root
+
 __all__ = [
     "DATA_STREAMS",
     "DEFAULT_EVENTS",
@@ -711,12 +713,7 @@ def default_cache_dir(events: int = DEFAULT_EVENTS, seed: int = DEFAULT_SEED) ->
     ``~/.cache/lumiflow``; then ``demo-v<GENERATOR_VERSION>-<events>-<seed>``, so that a set made
     by another generator version or with other parameters is never reused by mistake.
     """
-    root = os.environ.get("LUMIFLOW_CACHE")
-    if root:
-        base = Path(root).expanduser()
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "lumiflow"
-    return base / f"demo-v{GENERATOR_VERSION}-{int(events)}-{int(seed)}"
+    return cache_root() / f"demo-v{GENERATOR_VERSION}-{int(events)}-{int(seed)}"
 
 
 _STALE_TMP_S = 3600.0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import awkward as ak
@@ -15,6 +18,12 @@ from xrootd_server import configure_client_timeouts, xrootd_available
 # Before any XRootD request in this process (and inherited by Dask workers through XRD_*):
 # fail fast against a stopped test server and notice its restart (see xrootd_server.py).
 configure_client_timeouts()
+
+# Keep the tests' cache (shipped analyses, demo sets) out of the user's ~/.cache; Dask workers
+# started by the tests inherit it.
+if "LUMIFLOW_CACHE" not in os.environ:
+    os.environ["LUMIFLOW_CACHE"] = tempfile.mkdtemp(prefix="lumiflow-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["LUMIFLOW_CACHE"], True)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -14,6 +14,7 @@ import uproot
 from conftest import HZZ4L, ROOT
 
 import processor
+from processor.executors.dask import DaskExecutor
 from processor.executors.local import LocalExecutor
 
 CHANNELS = ("4mu", "4e", "2e2mu")
@@ -97,6 +98,27 @@ def test_local_executor_gives_the_same_bits_as_the_dask_run(default_run, tmp_pat
         for key in keys:
             assert a[key].values(flow=True).tobytes() == b[key].values(flow=True).tobytes(), key
             assert a[key].variances(flow=True).tobytes() == b[key].variances(flow=True).tobytes(), key
+
+
+def test_analysis_file_absent_on_workers_is_shipped_with_its_numba_kernels(default_run, tmp_path):
+    """Workers without the user's file run the shipped source, kernels compiled and cached there."""
+    cwd, _, _ = default_run
+    demo_dir = next((cwd / "cache").glob("demo-*"))
+    spec = json.loads((demo_dir / "fileset.json").read_text())
+    small = {d: spec[d] for d in ("SMHiggsToZZTo4L", "ZZTo4mu", "Run2012B_DoubleMuParked")}
+    for body in small.values():
+        body["files"] = {str(demo_dir / f): t for f, t in list(body["files"].items())[:1]}
+    fileset = processor.parse_fileset(small)
+    copy = tmp_path / "my_hzz4l.py"
+    copy.write_text(HZZ4L.read_text())
+    analysis = processor.load_analysis(copy)
+    copy.unlink()
+    shipped = processor.run(analysis, fileset, executor=DaskExecutor(workers=1), write=False)
+    local = processor.run(HZZ4L, fileset, executor=LocalExecutor(), write=False)
+    assert not shipped.failures
+    for dataset, hists in local.hists.items():
+        assert shipped.hists[dataset]["m4l"] == hists["m4l"]
+    assert local.samples["m4l"]["signal"].sum().value > 0
 
 
 def test_fit_prints_signal_strength_cls_and_significance(default_run):
