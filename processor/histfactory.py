@@ -56,6 +56,15 @@ def build_workspace(result: Result, templates: Templates, measurement: str) -> d
         warnings.warn("no data datasets: observations are the expected (Asimov) yields", stacklevel=2)
         for channel, ch_samples in channels.items():
             observed[channel] = np.sum([s["data"] for s in ch_samples], axis=0)
+    for channel, ch_samples in channels.items():
+        predicted = np.sum([s["data"] for s in ch_samples], axis=0)
+        empty = np.flatnonzero((predicted <= 0) & (np.asarray(observed[channel]) > 0))
+        if empty.size:
+            warnings.warn(
+                f"channel {channel!r}: bins {empty.tolist()} have data but no predicted events; "
+                "the likelihood is zero there and fits will fail (more MC, or coarser/narrower binning)",
+                stacklevel=2,
+            )
     spec = {
         "channels": [{"name": c, "samples": s} for c, s in channels.items()],
         "observations": [{"name": c, "data": np.asarray(observed[c], dtype=float).tolist()} for c in channels],
