@@ -98,3 +98,15 @@ def muon_fileset(tmp_path_factory) -> Path:
     path = base / "fileset.json"
     path.write_text(json.dumps(fileset))
     return path
+
+
+def result_bits(result):
+    """Everything a user reads off a result, as bytes/ints, for exact comparison."""
+    hists = {
+        (d, n): (h.view(flow=True).value.tobytes(), h.view(flow=True).variance.tobytes())
+        for d, hs in result.hists.items()
+        for n, h in hs.items()
+    }
+    samples = {(n, s): h.view(flow=True).value.tobytes() for n, ss in result.samples.items() for s, h in ss.items()}
+    files = [(r.index, r.path, r.status, r.events) for r in result.files]
+    return hists, samples, result.cutflow, files

@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import DIMUON
+from conftest import DIMUON, result_bits
 from distributed import LocalCluster
 
 import processor
@@ -18,18 +18,6 @@ from processor.executors.local import LocalExecutor
 def cluster():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
         yield c
-
-
-def _bits(result: processor.Result):
-    """Everything a user reads off a result, as bytes/ints, for exact comparison."""
-    hists = {
-        (d, n): (h.view(flow=True).value.tobytes(), h.view(flow=True).variance.tobytes())
-        for d, hs in result.hists.items()
-        for n, h in hs.items()
-    }
-    samples = {(n, s): h.view(flow=True).value.tobytes() for n, ss in result.samples.items() for s, h in ss.items()}
-    files = [(r.index, r.path, r.status, r.events) for r in result.files]
-    return hists, samples, result.cutflow, files
 
 
 def test_dask_is_bit_identical_to_local_for_any_fan_in(muon_fileset, cluster):
@@ -45,14 +33,14 @@ def test_dask_is_bit_identical_to_local_for_any_fan_in(muon_fileset, cluster):
             write=False,
             on_file=seen.append,
         )
-        assert _bits(dask) == _bits(local)
+        assert result_bits(dask) == result_bits(local)
         assert len(seen) == 12  # every file announced once to the progress callback
 
 
 def test_fresh_local_cluster_with_one_worker(muon_fileset):
     one = processor.run(DIMUON, muon_fileset, executor=DaskExecutor(workers=1), write=False)
     local = processor.run(DIMUON, muon_fileset, executor=LocalExecutor(), write=False)
-    assert _bits(one) == _bits(local)
+    assert result_bits(one) == result_bits(local)
 
 
 def _fileset_with_bad_files(muon_fileset, tmp_path):

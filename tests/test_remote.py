@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DIMUON, require_xrootd
-from test_executors import _bits
+from conftest import DIMUON, require_xrootd, result_bits
 from xrootd_server import XRootDServer, make_readable_by_others
 
 import processor
@@ -57,7 +56,7 @@ def test_root_and_http_urls_give_the_same_bits_as_local_files(muon_fileset, serv
     for executor in (LocalExecutor(), DaskExecutor(workers=2)):
         result = processor.run(DIMUON, remote, executor=executor, write=False)
         assert not result.failures
-        assert _bits(result)[:3] == _bits(local)[:3]
+        assert result_bits(result)[:3] == result_bits(local)[:3]
         assert {r.path.split(":")[0] for r in result.files} == {"root", "http"}
         assert all(r.bytes_read > 0 for r in result.files)
 
@@ -94,7 +93,7 @@ def test_transient_outage_is_retried_until_the_server_answers(muon_fileset, expo
     assert not result.failures, [r.error for r in result.failures]
     assert result.files[0].attempts >= 2  # the first file needed a retry
     local = processor.run(DIMUON, muon_fileset, executor=LocalExecutor(), write=False)
-    assert _bits(result)[:3] == _bits(local)[:3]
+    assert result_bits(result)[:3] == result_bits(local)[:3]
 
 
 def test_server_that_never_answers_fails_the_file_in_bounded_time(muon_fileset, export, tmp_path):
