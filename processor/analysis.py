@@ -112,7 +112,8 @@ class AnalysisRef:
     """How a worker finds the analysis: a dotted name, or a file path plus its source.
 
     Shipping the source means a worker (a Kubernetes pod, say) needs no copy of the user's file
-    and no image rebuild; tracebacks still name the user's file and line.
+    and no image rebuild. Where the file is absent, tracebacks name the cached copy of it (same
+    lines) under ``<cache>/analyses/<hash>/``.
     """
 
     spec: str
@@ -194,7 +195,10 @@ def load_analysis(spec: str | os.PathLike[str] | ModuleType) -> Analysis:
                 module = importlib.import_module(text)
             except ImportError as exc:
                 raise AnalysisError(f"cannot import analysis module {text!r}: {exc}") from exc
-    return _analysis_from_module(module)
+    analysis = _analysis_from_module(module)
+    # a task in this same process (local executor) reuses it instead of executing the module again
+    _RESOLVED.setdefault(analysis.source_sha256, analysis)
+    return analysis
 
 
 def _analysis_from_module(module: ModuleType) -> Analysis:
