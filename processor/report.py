@@ -25,6 +25,7 @@ class FileReport:
     status: str = "ok"
     error: str | None = None
     attempts: int = 1
+    cluster: str | None = None  # which Dask cluster ran it, where a run spans several
 
     @property
     def ok(self) -> bool:
