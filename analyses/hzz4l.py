@@ -109,8 +109,10 @@ STEPS = {
     ),
 }
 
-#: Per-channel cuts for the same-flavour kernel: (collection, pt threshold, |eta| threshold).
-_SAME_FLAVOUR = {"4mu": ("Muon", 5.0, 2.4), "4e": ("Electron", 7.0, 2.5)}
+#: Per-collection lepton cuts: (pt threshold of its 4-lepton channel, |eta| threshold of all channels).
+_LEPTON_CUTS = {"Muon": (5.0, 2.4), "Electron": (7.0, 2.5)}
+#: The collection of each same-flavour channel.
+_SAME_FLAVOUR = {"4mu": "Muon", "4e": "Electron"}
 
 Z_MASS = 91.2
 _ISO_MAX = 0.40
@@ -171,36 +173,42 @@ def _delta_r(eta1, eta2, phi1, phi2):
     return math.sqrt(deta * deta + dphi * dphi)
 
 
-@njit(cache=True, inline="always")
-def _all_abs_below(values, b, e, limit):
-    """All(abs(values) < limit) over entries [b, e): isolation, |eta|."""
-    for j in range(b, e):
-        if not abs(np.float64(values[j])) < limit:
-            return False
-    return True
+# Per-lepton quality bits, computed once per collection by a flat loop over all leptons (no
+# per-event branches, so it vectorises); the event loops then AND the bits of their leptons.
+_ISO_OK = 1  # |iso| < 0.40
+_ETA_OK = 2  # |eta| < the collection's limit
+_PT_OK = 4  # pt > the collection's 4-lepton threshold
+_TRACK_OK = 8  # sip3d < 4, |dxy| < 0.5, |dz| < 1.0
+_ALL_OK = _ISO_OK | _ETA_OK | _PT_OK | _TRACK_OK
 
 
-@njit(cache=True, inline="always")
-def _all_above(pt, b, e, pt_min):
-    """All(pt > pt_min) over entries [b, e)."""
-    for j in range(b, e):
-        if not np.float64(pt[j]) > pt_min:
-            return False
-    return True
-
-
-@njit(cache=True, inline="always")
-def _all_good_tracks(dxy, dxy_err, dz, dz_err, b, e):
-    """All(sip3d < 4) && All(abs(dxy) < 0.5) && All(abs(dz) < 1.0) over entries [b, e)."""
-    for j in range(b, e):
+@njit(cache=True, error_model="numpy")
+def _lepton_flags(pt, eta, iso, dxy, dxy_err, dz, dz_err, pt_min, eta_max):
+    """The quality bits of every lepton of a collection (a comparison with NaN fails, as in df103)."""
+    flags = np.empty(pt.shape[0], np.uint8)
+    for j in range(pt.shape[0]):
         x = np.float64(dxy[j])
         z = np.float64(dz[j])
         xe = np.float64(dxy_err[j])
         ze = np.float64(dz_err[j])
         sip3d = math.sqrt(x * x + z * z) / math.sqrt(xe * xe + ze * ze)
-        if not (sip3d < _SIP3D_MAX and abs(x) < _DXY_MAX and abs(z) < _DZ_MAX):
-            return False
-    return True
+        track = sip3d < _SIP3D_MAX and abs(x) < _DXY_MAX and abs(z) < _DZ_MAX
+        flags[j] = (
+            (abs(np.float64(iso[j])) < _ISO_MAX) * _ISO_OK
+            | (abs(np.float64(eta[j])) < eta_max) * _ETA_OK
+            | (np.float64(pt[j]) > pt_min) * _PT_OK
+            | track * _TRACK_OK
+        )
+    return flags
+
+
+@njit(cache=True, inline="always")
+def _common_flags(flags, b, e):
+    """The bits set for every lepton in [b, e): All(cut) for each cut at once."""
+    acc = np.uint8(_ALL_OK)
+    for j in range(b, e):
+        acc &= flags[j]
+    return acc
 
 
 @njit(cache=True, inline="always")
@@ -219,7 +227,7 @@ def _z_candidates(m_a, m_b):
 
 
 @njit(cache=True, error_model="numpy")
-def _four_lepton_kernel(off, pt, eta, phi, mass, charge, iso, dxy, dxy_err, dz, dz_err, pt_min, eta_max):
+def _four_lepton_kernel(off, pt, eta, phi, mass, charge, flags):
     """4mu / 4e: per event, cuts passed (0..8), Z masses (Z1 closer to 91.2) and m4l (NaN unless all 8 pass)."""
     n = off.shape[0] - 1
     stage = np.zeros(n, np.int8)
@@ -231,13 +239,14 @@ def _four_lepton_kernel(off, pt, eta, phi, mass, charge, iso, dxy, dxy_err, dz, 
         e = off[ev + 1]
         if e - b < 4:
             continue
-        if not _all_abs_below(iso, b, e, _ISO_MAX):
+        common = _common_flags(flags, b, e)
+        if not common & _ISO_OK:
             stage[ev] = 1
             continue
-        if not (_all_above(pt, b, e, pt_min) and _all_abs_below(eta, b, e, eta_max)):
+        if not (common & _PT_OK and common & _ETA_OK):
             stage[ev] = 2
             continue
-        if not _all_good_tracks(dxy, dxy_err, dz, dz_err, b, e):
+        if not common & _TRACK_OK:
             stage[ev] = 3
             continue
         n_pos = 0
@@ -314,8 +323,8 @@ def _top_two(values, b, e):
 
 @njit(cache=True, error_model="numpy")
 def _two_el_two_mu_kernel(
-    el_off, el_pt, el_eta, el_phi, el_mass, el_charge, el_iso, el_dxy, el_dxy_err, el_dz, el_dz_err,
-    mu_off, mu_pt, mu_eta, mu_phi, mu_mass, mu_charge, mu_iso, mu_dxy, mu_dxy_err, mu_dz, mu_dz_err,
+    el_off, el_pt, el_eta, el_phi, el_mass, el_charge, el_flags,
+    mu_off, mu_pt, mu_eta, mu_phi, mu_mass, mu_charge, mu_flags,
 ):  # fmt: skip
     """2e2mu: per event, cuts passed (0..10), Z masses (Z1 closer to 91.2) and m4l (NaN unless all 10 pass)."""
     n = mu_off.shape[0] - 1
@@ -329,7 +338,9 @@ def _two_el_two_mu_kernel(
         me = mu_off[ev + 1]
         if not (ee - eb >= 2 and me - mb >= 2):
             continue
-        if not (_all_abs_below(el_eta, eb, ee, 2.5) and _all_abs_below(mu_eta, mb, me, 2.4)):
+        el_common = _common_flags(el_flags, eb, ee)
+        mu_common = _common_flags(mu_flags, mb, me)
+        if not (el_common & _ETA_OK and mu_common & _ETA_OK):
             stage[ev] = 1
             continue
         mu_1, mu_2 = _top_two(mu_pt, mb, me)
@@ -345,13 +356,13 @@ def _two_el_two_mu_kernel(
         if mu_dr < _DR_MIN or el_dr < _DR_MIN:
             stage[ev] = 3
             continue
-        if not (_all_abs_below(el_iso, eb, ee, _ISO_MAX) and _all_abs_below(mu_iso, mb, me, _ISO_MAX)):
+        if not (el_common & _ISO_OK and mu_common & _ISO_OK):
             stage[ev] = 4
             continue
-        if not _all_good_tracks(el_dxy, el_dxy_err, el_dz, el_dz_err, eb, ee):
+        if not el_common & _TRACK_OK:
             stage[ev] = 5
             continue
-        if not _all_good_tracks(mu_dxy, mu_dxy_err, mu_dz, mu_dz_err, mb, me):
+        if not mu_common & _TRACK_OK:
             stage[ev] = 6
             continue
         el_q = 0
@@ -404,7 +415,8 @@ def _counts_match(counts, offsets):
 
 
 def _collection(events, collection: str) -> tuple[np.ndarray, ...]:
-    """(offsets, pt, eta, ..., dzErr) of one lepton collection, checked to share one set of offsets."""
+    """(offsets, pt, eta, phi, mass, charge, quality bits) of one lepton collection, whose
+    branches are checked to share one set of offsets."""
     branches = _branches(collection)
     offsets, first = offsets_and_content(events[branches[0]])
     contents = [first]
@@ -418,7 +430,9 @@ def _collection(events, collection: str) -> tuple[np.ndarray, ...]:
         counts = np.ascontiguousarray(ak.to_numpy(events[counter]))
         if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer) or not _counts_match(counts, offsets):
             raise ValueError(f"{counter} disagrees with the lengths of {branches[0]}")
-    return (offsets, *contents)
+    pt, eta, phi, mass, charge, iso, dxy, dxy_err, dz, dz_err = contents
+    flags = _lepton_flags(pt, eta, iso, dxy, dxy_err, dz, dz_err, *_LEPTON_CUTS[collection])
+    return offsets, pt, eta, phi, mass, charge, flags
 
 
 def select(events, channels=CHANNELS) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -439,8 +453,7 @@ def select(events, channels=CHANNELS) -> dict[str, tuple[np.ndarray, np.ndarray,
     out = {}
     for channel in channels:
         if channel in _SAME_FLAVOUR:
-            collection, pt_min, eta_max = _SAME_FLAVOUR[channel]
-            out[channel] = _four_lepton_kernel(*leptons(collection), pt_min, eta_max)
+            out[channel] = _four_lepton_kernel(*leptons(_SAME_FLAVOUR[channel]))
         elif channel == "2e2mu":
             out[channel] = _two_el_two_mu_kernel(*leptons("Electron"), *leptons("Muon"))
         else:
