@@ -48,6 +48,7 @@ __all__ = [
     "default_cache_dir",
     "ensure_demo_fileset",
     "generate",
+    "write_events_file",
 ]
 
 #: Simulated events per MC dataset in the default run. 50k events keep the MC statistical
@@ -539,23 +540,29 @@ def _flavour_records(table: dict[str, np.ndarray], muons: bool) -> ak.Array:
     return ak.zip(fields)
 
 
-def _write_file(path: Path, table: dict[str, np.ndarray], run, lumi, event, compression) -> None:
-    muons = _flavour_records(table, True)
-    electrons = _flavour_records(table, False)
-    branches = {
+def _event_branches(table: dict[str, np.ndarray], run, lumi, event) -> dict[str, np.ndarray | ak.Array]:
+    return {
         "run": np.asarray(run, dtype=np.uint32),
         "luminosityBlock": np.asarray(lumi, dtype=np.uint32),
         "event": np.asarray(event, dtype=np.uint64),
-        "Muon": muons,
-        "Electron": electrons,
+        "Muon": _flavour_records(table, True),
+        "Electron": _flavour_records(table, False),
     }
+
+
+def _branch_types(branches: dict[str, np.ndarray | ak.Array]) -> dict[str, object]:
+    return {k: (v.type if isinstance(v, ak.Array) else v.dtype) for k, v in branches.items()}
+
+
+def _write_file(path: Path, table: dict[str, np.ndarray], run, lumi, event, compression) -> None:
+    branches = _event_branches(table, run, lumi, event)
     with uproot.recreate(path, compression=compression) as f:
         # Counters: NanoAOD's nMuon/nElectron are UInt_t, but uproot (5.7) always creates the
         # counter of a jagged branch as Int_t -- the dtype is hard-coded in
         # uproot/writing/_cascadetree.py, and a "nMuon": "uint32" branch declared up front is
         # replaced by that int32 counter. So the counters are int32 here; readers (uproot,
         # awkward, ROOT) treat them the same, and counts < 2^31 are identical in both types.
-        tree = f.mktree("Events", {k: (v.type if isinstance(v, ak.Array) else v.dtype) for k, v in branches.items()})
+        tree = f.mktree("Events", _branch_types(branches))
         tree.extend(branches)
 
 
@@ -650,10 +657,7 @@ def generate(
         raise ValueError("seed must be >= 0")
     if files_per_dataset < 1:
         raise ValueError("files_per_dataset must be >= 1")
-    try:
-        codec = _COMPRESSION[compression.upper()]()
-    except KeyError:
-        raise ValueError(f"compression must be one of {', '.join(_COMPRESSION)}, not {compression!r}") from None
+    codec = _codec(compression)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fileset: dict[str, dict] = {}
@@ -700,6 +704,46 @@ def generate(
     tmp.write_text(json.dumps(fileset, indent=2) + "\n")
     os.replace(tmp, path)  # fileset.json appears only once every file it lists is complete
     return path
+
+
+def write_events_file(
+    path: str | os.PathLike[str],
+    events: int,
+    *,
+    dataset: str = "SMHiggsToZZTo4L",
+    seed: int = DEFAULT_SEED,
+    compression: str = "ZSTD",
+    events_per_basket: int = 100_000,
+) -> Path:
+    """Write one file of ``events`` simulated events of the MC dataset ``dataset`` to ``path``.
+
+    For benchmarks, which need single large files (1M events) rather than a fileset. Events are
+    simulated and written ``events_per_basket`` at a time, so memory stays bounded and every
+    branch gets one basket per chunk, as a real file has many. Array contents depend only on
+    (``dataset``, ``events``, ``seed``, ``events_per_basket``), not on ``compression``.
+    """
+    if events < 1 or events_per_basket < 1:
+        raise ValueError("events and events_per_basket must be >= 1")
+    spec = MC_DATASETS[dataset]
+    path = Path(path)
+    with uproot.recreate(path, compression=_codec(compression)) as f:
+        tree = None
+        for index, start in enumerate(range(0, events, events_per_basket)):
+            n = min(events_per_basket, events - start)
+            table, _ = _simulate(_rng(seed, dataset, "events-file", index), spec, n)
+            event = np.arange(start + 1, start + n + 1, dtype=np.uint64)
+            branches = _event_branches(table, np.ones(n), 1 + (event - 1) // 1000, event)
+            if tree is None:
+                tree = f.mktree("Events", _branch_types(branches))
+            tree.extend(branches)
+    return path
+
+
+def _codec(compression: str) -> object:
+    try:
+        return _COMPRESSION[compression.upper()]()
+    except KeyError:
+        raise ValueError(f"compression must be one of {', '.join(_COMPRESSION)}, not {compression!r}") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -149,6 +149,26 @@ def test_other_compressions(tmp_path):
         demo.generate(tmp_path / "x", events=40, compression="snappy")
 
 
+def test_write_events_file_one_file_in_baskets_same_arrays_any_compression(tmp_path):
+    """Benchmarks' single large files: all events in one tree, a basket per chunk, codec-independent."""
+    arrays = {}
+    for compression in ("ZSTD", "LZ4"):
+        path = demo.write_events_file(
+            tmp_path / f"{compression}.root", 250, compression=compression, events_per_basket=100
+        )
+        with uproot.open(path) as f:
+            tree = f["Events"]
+            assert tree.num_entries == 250
+            assert tree["Muon_pt"].num_baskets == 3
+            assert isinstance(f.file.compression, getattr(uproot, compression))
+            arrays[compression] = tree.arrays(BRANCHES)
+    np.testing.assert_array_equal(ak.to_numpy(arrays["ZSTD"]["event"]), np.arange(1, 251))
+    assert ak.all(ak.num(arrays["ZSTD"]["Muon_pt"]) == arrays["ZSTD"]["nMuon"])
+    assert ak.array_equal(arrays["ZSTD"], arrays["LZ4"])
+    with pytest.raises(ValueError, match="compression"):
+        demo.write_events_file(tmp_path / "x.root", 10, compression="snappy")
+
+
 # --- physics ------------------------------------------------------------------------------------
 
 

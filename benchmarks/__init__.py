@@ -1,0 +1,1 @@
+"""Lumiflow benchmarks: see benchmarks/README.md and ``python benchmarks/run.py --help``."""
