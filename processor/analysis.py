@@ -15,6 +15,11 @@ and the framework can ship it to remote workers by value (no image rebuild). The
     How the histograms become HistFactory channels and samples.
 ``lumi_pb: float`` (optional)
     Integrated luminosity used for MC weights when the fileset does not give ``lumi_pb``.
+``column_types: Mapping[str, str]`` (optional)
+    The awkward type of one event's value of some columns, as awkward prints it
+    (``{"Muon_pt": "var * float32", "nMuon": "uint32"}``). A file whose branch has another type
+    fails with a message naming the branch and both types, instead of an obscure error deep in
+    ``process`` blamed on the analysis.
 ``default_fileset() -> str | os.PathLike`` (optional)
     The fileset used when the user gives none (hzz4l: the embedded demo data).
 
@@ -23,13 +28,14 @@ An analysis never imports dask and never opens files: the executor layer does th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -100,9 +106,12 @@ class Analysis:
     lumi_pb: float | None = None
     default_fileset: Callable[[], str | os.PathLike[str]] | None = None
 
+    from_file: bool = False  # named by file path: workers get the source, not just the name
+    column_types: Mapping[str, str] = field(default_factory=dict, hash=False)  # checked when a file is read
+
     def ref(self) -> AnalysisRef:
         """A small picklable handle that workers turn back into this analysis."""
-        if self.source_path is not None and not _importable(self.module):
+        if self.from_file and self.source_path is not None:
             return AnalysisRef(str(self.source_path), self.source.decode(), self.source_sha256)
         return AnalysisRef(self.module.__name__, None, self.source_sha256)
 
@@ -156,14 +165,40 @@ def _shipped_copy(filename: str, source: str, sha256: str) -> Path:
     return path
 
 
-def _importable(module: ModuleType) -> bool:
-    return not module.__name__.startswith(_FILE_MODULE_PREFIX)
-
-
 _FILE_MODULE_PREFIX = "lumiflow_analysis_"
 
 
+def _import_name(path: Path) -> str | None:
+    """The dotted name under which ``import`` would load exactly ``path``, if any.
+
+    A file that is also importable (``analyses/hzz4l.py`` of an installed checkout) must be
+    loaded under that one name: Numba's on-disk cache beside the file records the module name,
+    and a kernel cached under another name fails to load in a process that imports it normally.
+    """
+    parts = [path.stem]
+    package = path.parent
+    while True:
+        name = ".".join(reversed(parts))
+        if all(p.isidentifier() for p in parts):
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):
+                spec = None
+            if spec is not None and spec.origin and Path(spec.origin).resolve() == path:
+                return name
+        if not (package / "__init__.py").is_file() or package.parent == package:
+            return None
+        parts.append(package.name)
+        package = package.parent
+
+
 def _module_from_path(path: Path) -> ModuleType:
+    dotted = _import_name(path)
+    if dotted is not None:
+        try:
+            return importlib.import_module(dotted)
+        except Exception as exc:
+            raise AnalysisError(f"cannot import analysis {path}: {type(exc).__name__}: {exc}") from exc
     module_name = f"{_FILE_MODULE_PREFIX}{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -181,6 +216,7 @@ def _module_from_path(path: Path) -> ModuleType:
 
 def load_analysis(spec: str | os.PathLike[str] | ModuleType) -> Analysis:
     """Load an analysis from a module file path (``analyses/hzz4l.py``) or a dotted name."""
+    from_file = False
     if isinstance(spec, ModuleType):
         module = spec
     else:
@@ -190,12 +226,13 @@ def load_analysis(spec: str | os.PathLike[str] | ModuleType) -> Analysis:
             if not path.is_file():
                 raise AnalysisError(f"analysis file not found: {path}")
             module = _module_from_path(path.resolve())
+            from_file = True
         else:
             try:
                 module = importlib.import_module(text)
             except ImportError as exc:
                 raise AnalysisError(f"cannot import analysis module {text!r}: {exc}") from exc
-    analysis = _analysis_from_module(module)
+    analysis = dataclasses.replace(_analysis_from_module(module), from_file=from_file)
     # a task in this same process (local executor) reuses it instead of executing the module again
     _RESOLVED.setdefault(analysis.source_sha256, analysis)
     return analysis
@@ -217,6 +254,9 @@ def _analysis_from_module(module: ModuleType) -> Analysis:
     source = source_path.read_bytes() if source_path else module.__name__.encode()
     default = getattr(module, "default_fileset", None)
     lumi = getattr(module, "lumi_pb", None)
+    types = getattr(module, "column_types", {})
+    if not isinstance(types, Mapping) or not all(isinstance(t, str) and c in columns for c, t in types.items()):
+        raise AnalysisError(f"analysis {where}: column_types must map names in columns to awkward type strings")
     return Analysis(
         name=str(module.name),
         columns=tuple(columns),
@@ -227,5 +267,6 @@ def _analysis_from_module(module: ModuleType) -> Analysis:
         source=source,
         source_sha256=hashlib.sha256(source).hexdigest(),
         lumi_pb=float(lumi) if lumi is not None else None,
+        column_types=dict(types),
         default_fileset=default if callable(default) else None,
     )

@@ -102,11 +102,21 @@ class Partial:
     files: list[FileReport] = field(default_factory=list)
 
     @classmethod
-    def from_output(cls, dataset: str, output: Output, report: FileReport) -> Partial:
+    def from_output(cls, dataset: str, output: Output, report: FileReport | None = None) -> Partial:
         return cls(
             hists={dataset: {name: ExactHist.from_hist(h) for name, h in output.hists.items()}},
             cutflow={dataset: {step: int(n) for step, n in output.cutflow.items()}},
-            files=[report],
+            files=[report] if report is not None else [],
+        )
+
+    def without_files(self) -> Partial:
+        """The histograms and cutflows in new dicts, no reports: a live view's copy of a running sum.
+
+        The histograms themselves are shared, which is safe because merging never modifies one.
+        """
+        return Partial(
+            hists={dataset: dict(named) for dataset, named in self.hists.items()},
+            cutflow={dataset: dict(steps) for dataset, steps in self.cutflow.items()},
         )
 
     def add(self, other: Partial) -> None:

@@ -84,21 +84,11 @@ def configure_client_timeouts(settings: dict[str, int] | None = None) -> None:
     already, so the user's choice wins) and passed to the client with
     ``XRootD.client.EnvPutInt``. Call this before the first XRootD request in
     the process. ``TimeoutResolution`` is read once, when the client starts.
+    Lumiflow's own production defaults apply the same way (``processor.source``).
     """
-    settings = CLIENT_TIMEOUTS if settings is None else settings
-    try:
-        from XRootD import client as xrd_client
-    except ImportError:
-        xrd_client = None
-    for name, value in settings.items():
-        env_name = "XRD_" + name.upper()
-        if env_name in os.environ:
-            continue
-        os.environ[env_name] = str(value)
-        if xrd_client is not None:
-            # Returns False (and changes nothing) when the value was imported
-            # from the shell environment. Nothing to do about that.
-            xrd_client.EnvPutInt(name, int(value))
+    from processor.source import configure_xrootd_client
+
+    configure_xrootd_client(CLIENT_TIMEOUTS if settings is None else settings)
 
 
 def _is_root() -> bool:
