@@ -2,32 +2,43 @@
 # Install the system packages the test suite needs (Debian/Ubuntu), idempotently.
 #
 # Today that is the XRootD server and client (tests/xrootd_server.py starts a
-# real xrootd on 127.0.0.1). Python packages (xrootd bindings, fsspec-xrootd)
-# come from `pip install -e '.[test]'`.
+# real xrootd on 127.0.0.1) and Chromium (tests/test_dashboard.py opens the
+# live dashboard in it, headless, through playwright). Python packages (xrootd
+# bindings, fsspec-xrootd, playwright) come from `pip install -e '.[test]'`.
 #
 # If it cannot install (not root, no apt-get), it says what is missing and exits
 # 0. The XRootD tests then skip with a reason, except with CI=true, where they
-# fail.
+# fail; the browser test skips with a reason.
 set -euo pipefail
 
-APT_PACKAGES=(xrootd-server xrootd-client)
+# "command:package ..." : the packages to install when the command is missing
+NEEDED=("xrootd:xrootd-server xrootd-client" "chromium:chromium")
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 
-if command -v xrootd >/dev/null 2>&1; then
-    log "xrootd already installed: $(command -v xrootd) ($(xrootd -v 2>&1 | head -n 1))"
+APT_PACKAGES=()
+for entry in "${NEEDED[@]}"; do
+    cmd="${entry%%:*}"
+    if command -v "$cmd" >/dev/null 2>&1; then
+        log "$cmd already installed: $(command -v "$cmd")"
+    else
+        read -r -a pkgs <<<"${entry#*:}"
+        APT_PACKAGES+=("${pkgs[@]}")
+    fi
+done
+if [[ ${#APT_PACKAGES[@]} -eq 0 ]]; then
     exit 0
 fi
 
 if [[ "$(id -u)" -ne 0 ]]; then
-    log "xrootd is missing; skipped installing ${APT_PACKAGES[*]}: not running as root"
+    log "skipped installing ${APT_PACKAGES[*]}: not running as root"
     log "  run: sudo apt-get install -y --no-install-recommends ${APT_PACKAGES[*]}"
     exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    log "xrootd is missing; skipped installing ${APT_PACKAGES[*]}: apt-get not found (not Debian/Ubuntu?)"
-    log "  install an XRootD server (>= 5.5) providing the 'xrootd' binary by other means"
+    log "skipped installing ${APT_PACKAGES[*]}: apt-get not found (not Debian/Ubuntu?)"
+    log "  install an XRootD server (>= 5.5) providing the 'xrootd' binary, and Chromium, by other means"
     exit 0
 fi
 
@@ -51,13 +62,16 @@ fi
 log "installing ${APT_PACKAGES[*]}"
 apt-get install -y --no-install-recommends "${APT_PACKAGES[@]}"
 
-if ! command -v xrootd >/dev/null 2>&1; then
-    log "installed ${APT_PACKAGES[*]} but 'xrootd' is still not on PATH"
-    exit 1
-fi
+for entry in "${NEEDED[@]}"; do
+    cmd="${entry%%:*}"
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        log "installed ${APT_PACKAGES[*]} but '$cmd' is still not on PATH"
+        exit 1
+    fi
+done
 if ! id -u xrootd >/dev/null 2>&1; then
     # The Debian package creates this user. The tests need it when they run
     # as root, because xrootd refuses to run as root.
     log "warning: no 'xrootd' user; tests run as root will skip"
 fi
-log "done: $(command -v xrootd) ($(xrootd -v 2>&1 | head -n 1))"
+log "done: $(command -v xrootd) ($(xrootd -v 2>&1 | head -n 1)), $(command -v chromium)"
