@@ -1,4 +1,4 @@
-"""A live progress bar for a run: files done/total, failures, events/s and MB/s."""
+"""A live progress bar for a run: files done/total, failures, events/s and MB/s; per cluster in a federation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from .report import FileReport
 
@@ -20,8 +20,11 @@ class RunProgress:
         self._lock = threading.Lock()
         self._start = time.perf_counter()
         self.files = self.failed = self.events = self.bytes_read = 0
+        self.total_files = total_files
+        self.clusters: dict[str, list[int]] = {}  # cluster -> [files, events], where reports name one
+        self._cluster_tasks: dict[str, TaskID] = {}
         self._progress = Progress(
-            TextColumn("[bold]files"),
+            TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rates]}"),
@@ -29,7 +32,7 @@ class RunProgress:
             console=console,
             disable=disable,
         )
-        self._task = self._progress.add_task("run", total=total_files, rates="")
+        self._task = self._progress.add_task("[bold]files", total=total_files, rates="")
 
     def __enter__(self) -> RunProgress:
         self._start = time.perf_counter()
@@ -48,6 +51,7 @@ class RunProgress:
         """Show the final counts from the result: live announcements are best-effort."""
         with self._lock:
             self.files = self.failed = self.events = self.bytes_read = 0
+            self.clusters = {name: [0, 0] for name in self.clusters}
             for report in reports:
                 self._count(report)
             self._refresh()
@@ -59,6 +63,10 @@ class RunProgress:
         else:
             self.failed += 1
         self.bytes_read += report.bytes_read
+        if report.cluster is not None:
+            counts = self.clusters.setdefault(report.cluster, [0, 0])
+            counts[0] += 1
+            counts[1] += report.events if report.ok else 0
 
     def _refresh(self) -> None:
         elapsed = max(time.perf_counter() - self._start, 1e-9)
@@ -66,3 +74,7 @@ class RunProgress:
         if self.failed:
             rates += f"  [red]{self.failed} failed"
         self._progress.update(self._task, completed=self.files, rates=rates)
+        for name, (files, events) in self.clusters.items():  # one row per cluster: its share and rate
+            if name not in self._cluster_tasks:
+                self._cluster_tasks[name] = self._progress.add_task(f"  {name}", total=self.total_files, rates="")
+            self._progress.update(self._cluster_tasks[name], completed=files, rates=f"{events / elapsed:,.0f} events/s")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import Any
 
-__all__ = ["FileReport", "build_report", "provenance"]
+__all__ = ["FileReport", "build_report", "cluster_section", "provenance"]
 
 _PACKAGES = ("lumiflow", "uproot", "awkward", "numba", "numpy", "dask", "distributed", "hist", "pyhf", "fsspec")
 
@@ -57,8 +57,13 @@ def build_report(
     wall_seconds: float,
     cutflow: dict[str, dict[str, int]],
     provenance: dict[str, Any],
+    clusters: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The content of ``report.json``; files in fileset order."""
+    """The content of ``report.json``; files in fileset order.
+
+    ``clusters``: a federation's records of its clusters (``FederationExecutor.cluster_records``),
+    which become the ``clusters`` section, with what each contributed.
+    """
     ordered = sorted(files, key=lambda r: r.index)
     ok = [r for r in ordered if r.ok]
     events = sum(r.events for r in ok)
@@ -71,10 +76,36 @@ def build_report(
         "wall_seconds": wall_seconds,
         "events_per_second": events / wall_seconds if wall_seconds > 0 else 0.0,
     }
-    return {
+    report = {
         "files": [r.to_dict() for r in ordered],
         "totals": totals,
         "failures": [r.to_dict() for r in ordered if not r.ok],
         "cutflow": cutflow,
         "provenance": provenance,
     }
+    if clusters is not None:
+        report["clusters"] = cluster_section(ordered, clusters)
+    return report
+
+
+def cluster_section(files: list[FileReport], clusters: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per cluster: the files whose results it delivered, their events and bytes, its busy time and throughput.
+
+    A lost cluster counts only what reached the client before the loss (the rest was recomputed
+    elsewhere, and counts there); its ``lost`` entry says when and why, and how many files went back.
+    """
+    section = {}
+    for record in clusters:
+        mine = [r for r in files if r.cluster == record["name"]]
+        events = sum(r.events for r in mine if r.ok)
+        busy = record.get("busy_seconds", 0.0)
+        section[record["name"]] = {
+            **{k: v for k, v in record.items() if k != "name"},
+            "files": len(mine),
+            "files_failed": sum(not r.ok for r in mine),
+            "events": events,
+            "bytes_read": sum(r.bytes_read for r in mine),
+            "task_seconds": round(sum(r.seconds for r in mine), 3),
+            "events_per_second": events / busy if busy > 0 else 0.0,
+        }
+    return section
