@@ -10,9 +10,10 @@ fileset format.
 """
 
 from .analysis import Analysis, AnalysisError, Output, Templates, load_analysis
+from .background import RunHandle, submit_run
 from .fileset import DatasetInfo, Fileset, FilesetError, WorkItem, load_fileset, parse_fileset
 from .result import Result
-from .runner import RunFailed, make_executor, run
+from .runner import RunAborted, RunFailed, make_executor, run
 from .task import TaskOptions
 
 __version__ = "0.1.0"
@@ -25,7 +26,10 @@ __all__ = [
     "FilesetError",
     "Output",
     "Result",
+    "FederationExecutor",
+    "RunAborted",
     "RunFailed",
+    "RunHandle",
     "TaskOptions",
     "Templates",
     "WorkItem",
@@ -34,4 +38,14 @@ __all__ = [
     "make_executor",
     "parse_fileset",
     "run",
+    "submit_run",
 ]
+
+
+def __getattr__(name: str):
+    """``processor.FederationExecutor`` without importing distributed for every ``import processor``."""
+    if name == "FederationExecutor":
+        from .executors.federation import FederationExecutor
+
+        return FederationExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

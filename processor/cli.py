@@ -9,18 +9,28 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from .analysis import AnalysisError, load_analysis
+from .dashboard.serve import serve_live_views
+from .dashboard.server import DEFAULT_DASHBOARD_PORT
+from .executors import fan_out
 from .fileset import FilesetError
+from .journal import Journal
+from .k8s import commands as k8s_commands
+from .monitor import RunMonitor
 from .progress import RunProgress
 from .result import Result
-from .runner import EXECUTORS, RunFailed, default_output_dir, make_executor, resolve_fileset, run
-from .source import DEFAULT_TIMEOUT
-from .task import DEFAULT_RETRIES, TaskOptions
+from .runner import EXECUTORS, RunAborted, RunFailed, default_output_dir, make_executor, resolve_fileset, run
+from .source import DEFAULT_FILE_TIMEOUT, DEFAULT_TIMEOUT
+from .task import DEFAULT_RETRIES, DEFAULT_STEP_BYTES, TaskOptions
+
+if TYPE_CHECKING:
+    from distributed.security import Security
 
 __all__ = ["main"]
 
@@ -34,18 +44,72 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run an analysis over a fileset and write histograms and templates")
     r.add_argument("analysis", help="analysis module: a file path (analyses/hzz4l.py) or a dotted name")
     r.add_argument("--fileset", help="JSON/YAML fileset (default: the analysis' own default fileset)")
-    r.add_argument("--executor", choices=EXECUTORS, default="dask", help="dask (default) or local (in-process)")
+    r.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="dask",
+        help="dask (default), local (in-process), kubernetes (a KubeCluster of image $LUMIFLOW_IMAGE) "
+        "or federation (the --cluster/--clusters clusters together)",
+    )
     r.add_argument("--scheduler", help="address of an existing Dask scheduler (tcp://host:8786)")
+    r.add_argument(
+        "--cluster",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="federation: a Dask scheduler to share the run (repeatable; implies --executor federation)",
+    )
+    r.add_argument(
+        "--clusters",
+        type=Path,
+        metavar="FILE",
+        help="federation: YAML list of clusters (addresses or Kubernetes); new entries join during the run",
+    )
     r.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
     r.add_argument("--fan-in", type=int, help="partials merged per merge task on the workers (default 8)")
     r.add_argument("--output", type=Path, help="output directory (default ./lumiflow-output/<analysis>)")
     r.add_argument("--retries", type=int, default=DEFAULT_RETRIES, help="retries of transient read errors (3)")
     r.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per remote read request (60)")
+    r.add_argument(
+        "--file-timeout",
+        type=float,
+        default=DEFAULT_FILE_TIMEOUT,
+        help="seconds reading one file may take in all, retries included; then it fails (900)",
+    )
+    r.add_argument(
+        "--step-mb",
+        type=float,
+        default=DEFAULT_STEP_BYTES / 1e6,
+        help="decompressed MB of columns read and processed at a time; bounds worker memory (64)",
+    )
+    r.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="finish the interrupted run whose output directory is DIR: only files not journaled there run",
+    )
+    r.add_argument("--tls-ca-file", type=Path, help="Dask TLS: CA certificate that signed every peer's certificate")
+    r.add_argument("--tls-cert", type=Path, help="Dask TLS: this client's certificate (PEM)")
+    r.add_argument("--tls-key", type=Path, help="Dask TLS: its private key (PEM), unless in --tls-cert")
     r.add_argument("--strict", action="store_true", help="exit non-zero if any file fails (outputs still written)")
     r.add_argument(
         "--combine-channels", action="store_true", help="one HistFactory channel: the sum of the analysis' channels"
     )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--dashboard", action="store_true", help="serve a live web dashboard of the run (prints its URL)")
+    r.add_argument(
+        "--dashboard-port", type=int, default=DEFAULT_DASHBOARD_PORT, help="its port (8790; 0: any free port)"
+    )
+    r.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics of the run on PORT")
+    r.add_argument(
+        "--listen", default="127.0.0.1", metavar="HOST", help="address the dashboard and metrics listen on (127.0.0.1)"
+    )
+    r.add_argument(
+        "--report-to",
+        metavar="NAMESPACE/NAME",
+        help="write progress, outcome and outputs into this Kubernetes Analysis (what its runner pod does)",
+    )
+    r.set_defaults(reporter=None)
 
     d = sub.add_parser("demo-data", help="generate the embedded H->4l demo data set")
     d.add_argument("--events", type=int, help="simulated events per MC dataset")
@@ -56,19 +120,31 @@ def _parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="fit the workspace written by a run (pyhf)")
     f.add_argument("directory", type=Path, help="a run's output directory (holding workspace.json)")
+
+    k8s_commands.add_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"run": _run, "demo-data": _demo_data, "fit": _fit}[args.command](args)
+        commands = {"run": _run_command, "demo-data": _demo_data, "fit": _fit, **k8s_commands.COMMANDS}
+        return commands[args.command](args)
     except (AnalysisError, FilesetError, ValueError, OSError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         return 130
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """``lumiflow run``; with ``--report-to``, inside the Analysis' status reporter (in-cluster runs)."""
+    if args.report_to is None:
+        return _run(args)
+    with k8s_commands.reporting(args.report_to) as reporter:
+        args.reporter = reporter
+        return reporter.finished(_run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -80,14 +156,44 @@ def _run(args: argparse.Namespace) -> int:
     if args.fileset is None:
         console.print(f"No --fileset: using the default fileset of [bold]{analysis.name}[/bold]")
     fileset = resolve_fileset(analysis, args.fileset)
-    executor_name = "dask" if args.scheduler else args.executor
-    executor = make_executor(executor_name, scheduler=args.scheduler, workers=args.workers, fan_in=args.fan_in)
-    output = args.output or default_output_dir(analysis)
+    if args.reporter is not None:
+        args.reporter.start(len(fileset))
+    executor_name = "federation" if args.cluster or args.clusters else "dask" if args.scheduler else args.executor
+    executor = make_executor(
+        executor_name,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        fan_in=args.fan_in,
+        security=_security(args),
+        clusters=args.cluster,
+        clusters_file=args.clusters,
+    )
+    if args.resume and args.output and args.output.resolve() != args.resume.resolve():
+        raise ValueError("--resume DIR writes to DIR: give no other --output")
+    output = args.resume or args.output or default_output_dir(analysis)
+    if args.resume:
+        done = len(Journal.resume(args.resume, analysis.source_sha256, fileset.sha256).indices())
+        console.print(f"Resuming {args.resume}: {done} of {len(fileset)} files already done")
     where = args.scheduler or ("LocalCluster" if executor_name == "dask" else "this process")
+    if executor_name == "federation":
+        where = f"{len(executor.clusters)} clusters ({', '.join(c.name for c in executor.clusters)})"
     console.print(f"{analysis.name}: {len(fileset)} files in {len(fileset.datasets)} datasets on {where}")
-    options = TaskOptions(retries=args.retries, timeout=args.timeout)
-    status = 0
-    with RunProgress(len(fileset), console=console, disable=args.no_progress) as progress:
+    options = TaskOptions(
+        retries=args.retries, timeout=args.timeout, file_timeout=args.file_timeout, step_bytes=args.step_mb * 1e6
+    )
+    status, aborted = 0, None
+    monitor = RunMonitor.for_run(analysis, fileset)
+    with (
+        serve_live_views(
+            monitor,
+            dashboard_port=args.dashboard_port if args.dashboard else None,
+            metrics_port=args.metrics_port,
+            host=args.listen,
+            announce=lambda line: console.print(line, soft_wrap=True, highlight=False),
+        ),
+        RunProgress(len(fileset), console=console, disable=args.no_progress) as progress,
+    ):
+        reporting = None if args.reporter is None else args.reporter.on_file
         try:
             result = run(
                 analysis,
@@ -96,15 +202,37 @@ def _run(args: argparse.Namespace) -> int:
                 output=output,
                 strict=args.strict,
                 options=options,
-                on_file=progress.on_file,
+                on_file=fan_out(monitor.on_file, progress.on_file, reporting),
+                on_snapshot=monitor.on_snapshot if args.dashboard else None,
+                resume=args.resume is not None,
             )
         except RunFailed as exc:
             result, status = exc.result, 1
+            if isinstance(exc, RunAborted):
+                console.print(f"[red]error:[/red] {escape(str(exc))}")
+                aborted = exc
+        except KeyboardInterrupt:
+            console.print(f"finished files are journaled: continue with --resume {output}")
+            raise
+        monitor.finish(result, error=aborted)
         progress.complete(result.files)
+    if args.reporter is not None:
+        args.reporter.result = result
     _summarise(result)
     if result.files and not any(r.ok for r in result.files):
         return 1
     return status
+
+
+def _security(args: argparse.Namespace) -> Security | None:
+    given = [args.tls_ca_file, args.tls_cert, args.tls_key]
+    if not any(given):
+        return None
+    if args.tls_ca_file is None or args.tls_cert is None:
+        raise ValueError("Dask TLS needs --tls-ca-file and --tls-cert (and --tls-key unless the cert holds it)")
+    from .security import tls_security
+
+    return tls_security(args.tls_ca_file, args.tls_cert, args.tls_key)
 
 
 def _summarise(result: Result) -> None:

@@ -110,3 +110,11 @@ def result_bits(result):
     samples = {(n, s): h.view(flow=True).value.tobytes() for n, ss in result.samples.items() for s, h in ss.items()}
     files = [(r.index, r.path, r.status, r.events) for r in result.files]
     return hists, samples, result.cutflow, files
+
+
+@pytest.fixture(scope="session")
+def k8s(tmp_path_factory):
+    """A real Kubernetes control plane (../shared/k8s), one per session: see tests/k8s_cluster.py."""
+    from k8s_cluster import control_plane
+
+    yield from control_plane(tmp_path_factory.mktemp("k8s"))

@@ -7,7 +7,9 @@ merging work spread over the cluster. Merges are exact (see :mod:`processor.part
 tree's shape never changes the result.
 
 Workers announce each finished file on a per-run event topic, which drives progress bars and
-dashboards without fetching any partial.
+dashboards without fetching any partial. For live histograms (``on_snapshot``), each worker also
+keeps a running sum of the histograms of the files it finished in this run; every few seconds the
+client gathers and adds those sums, a few small objects whatever the number of files.
 """
 
 from __future__ import annotations
@@ -15,21 +17,38 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from distributed import Client, LocalCluster, as_completed, get_worker
+import dask
+from distributed import Client, Future, LocalCluster, as_completed, get_worker
+from distributed.security import Security
 
+from ..cache import cache_root
 from ..fileset import WorkItem
 from ..partial import Partial, merge
 from ..report import FileReport
-from . import FileCallback, Task
+from . import DEFAULT_SNAPSHOT_SECONDS, FileCallback, PartialCallback, SnapshotCallback, Task
 
-__all__ = ["DEFAULT_FAN_IN", "DaskExecutor"]
+__all__ = [
+    "DEFAULT_FAN_IN",
+    "DaskExecutor",
+    "MergeTree",
+    "file_announcements",
+    "live_snapshots",
+    "lost_report",
+    "ship_task",
+    "submit_files",
+]
 
 DEFAULT_FAN_IN = 8
 _MERGE_PRIORITY = 10  # merge before starting new files, so partials do not pile up on workers
+
+# on each worker process: (worker address, run topic) -> sum of the histograms of its finished files
+_LIVE_SUMS: dict[tuple[str, str], Partial] = {}
+_LIVE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -38,44 +57,113 @@ class DaskExecutor:
 
     A LocalCluster gets ``workers`` single-threaded worker processes (default: one per core):
     the kernels are compiled Python that holds the GIL part of the time, so processes scale
-    where threads would not.
+    where threads would not. ``security`` (:func:`processor.security.tls_security`) encrypts and
+    authenticates all Dask traffic with TLS; the scheduler's address is then ``tls://...``.
     """
 
     scheduler: str | None = None
     workers: int | None = None
     fan_in: int = DEFAULT_FAN_IN
+    snapshot_seconds: float = DEFAULT_SNAPSHOT_SECONDS
+    security: Security | None = None
 
     def __post_init__(self) -> None:
         if self.fan_in < 2:
             raise ValueError("fan_in must be at least 2")
 
-    def run(self, items: Sequence[WorkItem], task: Task, on_file: FileCallback) -> Partial:
+    def run(
+        self,
+        items: Sequence[WorkItem],
+        task: Task,
+        on_file: FileCallback,
+        on_snapshot: SnapshotCallback | None = None,
+        on_partial: PartialCallback | None = None,
+    ) -> Partial:
         with self._client() as client:
-            return tree_reduce(client, items, task, on_file, self.fan_in)
+            return tree_reduce(
+                client,
+                items,
+                task,
+                on_file,
+                self.fan_in,
+                on_snapshot=on_snapshot,
+                snapshot_seconds=self.snapshot_seconds,
+                on_partial=on_partial,
+            )
 
     @contextlib.contextmanager
     def _client(self) -> Iterator[Client]:
         if self.scheduler is not None:
-            with Client(self.scheduler) as client:
+            with Client(self.scheduler, security=self.security) as client:
                 yield client
             return
         n = self.workers or os.cpu_count() or 1
         with (
+            dask.config.set({"temporary-directory": str(cache_root() / "dask")}),  # scratch: nothing outside the cache
             LocalCluster(
                 n_workers=n,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
                 silence_logs=logging.ERROR,
+                security=self.security,  # TLS between client, scheduler and workers when given
             ) as cluster,
             Client(cluster) as client,
         ):
             yield client
 
 
-def tree_reduce(client: Client, items: Sequence[WorkItem], task: Task, on_file: FileCallback, fan_in: int) -> Partial:
-    """Submit one task per item and merge their partials on the workers, ``fan_in`` at a time."""
+def tree_reduce(
+    client: Client,
+    items: Sequence[WorkItem],
+    task: Task,
+    on_file: FileCallback,
+    fan_in: int,
+    *,
+    on_snapshot: SnapshotCallback | None = None,
+    snapshot_seconds: float = DEFAULT_SNAPSHOT_SECONDS,
+    on_partial: PartialCallback | None = None,
+) -> Partial:
+    """Submit one task per item and merge their partials on the workers, ``fan_in`` at a time.
+
+    With ``on_partial`` (the run journal), each file's partial is also fetched as it finishes,
+    one at a time, and handed over on the client; the merge tree is the same either way.
+    """
     run = uuid.uuid4().hex[:12]
+    with (
+        file_announcements(client, run, on_file) as topic,
+        live_snapshots(client, topic, on_snapshot, snapshot_seconds),
+    ):
+        task_data = ship_task(client, task, run)
+        futures = submit_files(client, items, task_data, topic, run, live=on_snapshot is not None)
+        item_of_key = {f.key: item for f, item in zip(futures, items, strict=True)}
+        pending = as_completed(futures)
+        del futures  # hold no future longer than needed: merged inputs get released
+        tree = MergeTree(client, fan_in, run)
+        lost = Partial()
+        for future in pending:
+            if future.status != "finished":
+                item = item_of_key.get(future.key)
+                if item is None:  # a merge task failed: a bug, not bad input
+                    raise future.exception()
+                report = lost_report(item, future.exception())
+                on_file(report)
+                lost.add(Partial(files=[report]))
+                continue
+            if on_partial is not None and future.key in item_of_key:
+                on_partial(future.result())
+            merged = tree.push(future)
+            if merged is not None:
+                pending.add(merged)
+        final = tree.collapse()
+        result = final.result() if final is not None else Partial()
+        result.add(lost)
+        return result
+
+
+@contextlib.contextmanager
+def file_announcements(client: Client, run: str, on_file: FileCallback) -> Iterator[str]:
+    """The run's event topic, on which workers announce each finished file to ``on_file``."""
     topic = f"lumiflow-files-{run}"
 
     def announce(event: tuple[float, list[dict]]) -> None:
@@ -84,60 +172,130 @@ def tree_reduce(client: Client, items: Sequence[WorkItem], task: Task, on_file: 
 
     client.subscribe_topic(topic, announce)
     try:
-        [task_data] = client.scatter([task], broadcast=True, hash=False)
-        futures = client.map(
-            _run_item,
-            items,
-            task=task_data,
-            topic=topic,
-            key=[f"lumiflow-file-{run}-{item.index}" for item in items],
-            pure=False,
-        )
-        item_of_key = {f.key: item for f, item in zip(futures, items, strict=True)}
-        pending = as_completed(futures)
-        del futures  # hold no future longer than needed: merged inputs get released
-        ready = []
-        lost = Partial()
-        merges = 0
-        for future in pending:
-            if future.status != "finished":
-                item = item_of_key.get(future.key)
-                if item is None:  # a merge task failed: a bug, not bad input
-                    raise future.exception()
-                report = _lost_report(item, future.exception())
-                on_file(report)
-                lost.add(Partial(files=[report]))
-                continue
-            ready.append(future)
-            if len(ready) >= fan_in:
-                merges += 1
-                pending.add(
-                    client.submit(_merge, *ready, key=f"lumiflow-merge-{run}-{merges}", priority=_MERGE_PRIORITY)
-                )
-                ready = []
-        if not ready:
-            result = Partial()
-        elif len(ready) == 1:
-            result = ready[0].result()
-        else:
-            result = client.submit(_merge, *ready, key=f"lumiflow-merge-{run}-final").result()
-        result.add(lost)
-        return result
+        yield topic
     finally:
         client.unsubscribe_topic(topic)
 
 
-def _run_item(item: WorkItem, task: Task, topic: str) -> Partial:
+def submit_files(
+    client: Client, items: Sequence[WorkItem], task: Future, topic: str, run: str, live: bool = False
+) -> list[Future]:
+    """One task per item (``task`` is the scattered :class:`~processor.task.FileTask`), keyed by run and index.
+
+    ``live``: the workers keep running sums of the histograms for :func:`live_snapshots`.
+    """
+    return client.map(
+        _run_item,
+        items,
+        task=task,
+        topic=topic,
+        live=live,
+        key=[f"lumiflow-file-{run}-{item.index}" for item in items],
+        pure=False,
+    )
+
+
+class MergeTree:
+    """Finished partials of one cluster, merged ``fan_in`` at a time by merge tasks on its workers.
+
+    The client holds only futures. :class:`DaskExecutor` runs one tree; the federation runs one
+    per cluster, and fetches a cluster's :meth:`collapse` as that cluster's partial.
+    """
+
+    def __init__(self, client: Client, fan_in: int, run: str):
+        self.client = client
+        self.fan_in = fan_in
+        self.run = run
+        self.ready: list[Future] = []
+        self.merges = 0
+
+    def push(self, future: Future) -> Future | None:
+        """Hold a finished partial; with ``fan_in`` held, return the merge task submitted for them."""
+        self.ready.append(future)
+        return self.collapse() if len(self.ready) >= self.fan_in else None
+
+    def collapse(self) -> Future | None:
+        """One future for everything held: their merge, the only one, or None when nothing is held."""
+        ready, self.ready = self.ready, []
+        if len(ready) <= 1:
+            return ready[0] if ready else None
+        self.merges += 1
+        return self.client.submit(
+            _merge, *ready, key=f"lumiflow-merge-{self.run}-{self.merges}", priority=_MERGE_PRIORITY
+        )
+
+
+@contextlib.contextmanager
+def live_snapshots(client: Client, topic: str, on_snapshot: SnapshotCallback | None, seconds: float) -> Iterator[None]:
+    """While the run lasts, hand ``on_snapshot`` the sum of the workers' running sums every ``seconds``.
+
+    A provisional view: a worker that dies takes its sum along, and a file recomputed elsewhere
+    may count twice in it; the run's result is the exact tree-reduced merge all the same.
+    """
+    if on_snapshot is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(seconds):
+            try:
+                sums = client.run(_live_sum, topic, on_error="ignore")
+                on_snapshot(merge(p for p in sums.values() if p is not None))
+            except Exception:  # noqa: BLE001 - a live view must never break the run
+                logging.getLogger(__name__).warning("live histogram snapshot failed", exc_info=True)
+
+    poller = threading.Thread(target=poll, name=f"{topic}-snapshots", daemon=True)
+    poller.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        poller.join()
+        with contextlib.suppress(Exception):  # workers that are gone took their sums along
+            client.run(_drop_live_sum, topic, on_error="ignore")
+
+
+def _run_item(item: WorkItem, task: Task, topic: str, live: bool = False) -> Partial:
     partial = task(item)
-    get_worker().log_event(topic, [r.to_dict() for r in partial.files])
+    worker = get_worker()
+    worker.log_event(topic, [r.to_dict() for r in partial.files])
+    if live:
+        with _LIVE_LOCK:
+            _LIVE_SUMS.setdefault((worker.address, topic), Partial()).add(partial.without_files())
     return partial
+
+
+def _live_sum(topic: str, dask_worker) -> Partial | None:
+    """This worker's running sum for the run (a copy: the worker goes on adding to it)."""
+    with _LIVE_LOCK:
+        running = _LIVE_SUMS.get((dask_worker.address, topic))
+        return running.without_files() if running is not None else None
+
+
+def _drop_live_sum(topic: str, dask_worker) -> None:
+    with _LIVE_LOCK:
+        _LIVE_SUMS.pop((dask_worker.address, topic), None)
+
+
+def ship_task(client: Client, task: Task, run: str) -> Future:
+    """The task as one future that each worker fetches once, and that Dask recomputes if lost.
+
+    Not ``client.scatter``: scattered data is gone for good when the workers holding it die (a
+    one-worker cluster whose worker is killed for memory), and every file task of the run with it.
+    """
+    return client.submit(_itself, task, key=f"lumiflow-task-{run}", pure=False)
+
+
+def _itself(task: Task) -> Task:
+    return task
 
 
 def _merge(*partials: Partial) -> Partial:
     return merge(partials)
 
 
-def _lost_report(item: WorkItem, exc: BaseException | None) -> FileReport:
+def lost_report(item: WorkItem, exc: BaseException | None) -> FileReport:
     """A file whose task never returned: its workers died (memory?) or it could not be run."""
     message = f"{type(exc).__name__}: {exc}" if exc is not None else "task cancelled"
     if type(exc).__name__ == "KilledWorker":

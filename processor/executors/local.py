@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..fileset import WorkItem
 from ..partial import Partial
-from . import FileCallback, Task
+from . import DEFAULT_SNAPSHOT_SECONDS, FileCallback, PartialCallback, SnapshotCallback, Task
 
 __all__ = ["LocalExecutor"]
 
 
 @dataclass
 class LocalExecutor:
-    def run(self, items: Sequence[WorkItem], task: Task, on_file: FileCallback) -> Partial:
+    snapshot_seconds: float = DEFAULT_SNAPSHOT_SECONDS
+
+    def run(
+        self,
+        items: Sequence[WorkItem],
+        task: Task,
+        on_file: FileCallback,
+        on_snapshot: SnapshotCallback | None = None,
+        on_partial: PartialCallback | None = None,
+    ) -> Partial:
         result = Partial()
+        last_snapshot = time.monotonic()
         for item in items:
             partial = task(item)
+            if on_partial is not None:
+                on_partial(partial)
             for report in partial.files:
                 on_file(report)
             result.add(partial)
+            if on_snapshot is not None and time.monotonic() - last_snapshot >= self.snapshot_seconds:
+                on_snapshot(result.without_files())
+                last_snapshot = time.monotonic()
         return result
