@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .analysis import Analysis, load_analysis
-from .executors import Executor, ExecutorAborted, FileCallback
+from .executors import Executor, ExecutorAborted, FileCallback, RunHooks
 from .executors.local import LocalExecutor
 from .fileset import Fileset, FilesetError, load_fileset
 from .journal import Journal
@@ -148,24 +149,26 @@ def run(
     out_dir = Path(output) if output is not None else default_output_dir(analysis)
     if resume and not (write and journal):
         raise ValueError("resume needs a journal: a run that writes its outputs, with journal=True")
-    done, todo, keep, run_journal = Partial(), items, {}, None
+    done, todo, run_journal = Partial(), items, None
     if write and journal:
         run_journal = (Journal.resume if resume else Journal.start)(out_dir, analysis.source_sha256, fileset.sha256)
         done = run_journal.done()
         finished = {r.index for r in done.files}
         todo = [item for item in items if item.index not in finished]
-        keep = {"on_partial": run_journal.record}
     start = time.perf_counter()
+    live = None
     if on_snapshot is not None:
 
         def live(snapshot: Partial) -> None:
             snapshot.add(done.without_files())
             on_snapshot(Result.from_partial(snapshot, infos, time.perf_counter() - start))
 
-        keep["on_snapshot"] = live
+    hooks = RunHooks(on_snapshot=live, on_partial=run_journal.record if run_journal is not None else None)
+    if on_file is not None:
+        hooks = dataclasses.replace(hooks, on_file=on_file)
     aborted = None
     try:
-        partial = (executor or LocalExecutor()).run(todo, task, on_file or (lambda report: None), **keep)
+        partial = (executor or LocalExecutor()).run(todo, task, hooks)
     except ExecutorAborted as exc:  # what arrived is still written, then the run fails
         partial, aborted = exc.partial, exc
     partial.add(done)

@@ -178,11 +178,13 @@ class ColumnReader:
         start, stop = self.entry_start, self.entry_stop
         if stop <= start:
             return [(start, start)]
-        boundaries = self._cluster_boundaries()
-        if step_bytes is None or boundaries is None:
+        if step_bytes is None:
             return [(start, stop)]
         per_entry = sum(self._tree[c].uncompressed_bytes for c in self.columns) / max(self._tree.num_entries, 1)
-        entries = max(int(step_bytes / per_entry), 1) if per_entry > 0 else stop - start
+        boundaries = self._cluster_boundaries() if per_entry * (stop - start) > step_bytes else None
+        if boundaries is None:
+            return [(start, stop)]
+        entries = max(int(step_bytes / per_entry), 1)
         steps = []
         low = high = start  # the step being grown: [low, high), high the last boundary taken
         for boundary in [*(b for b in boundaries if start < b < stop), stop]:

@@ -1,16 +1,13 @@
 """Executors run ``task(item) -> Partial`` over work items and return one merged partial.
 
 They know nothing about physics: an executor receives picklable work items and a picklable task,
-reports each finished file to ``on_file`` (progress bars, dashboards), and merges partials.
-Where asked, it also hands ``on_snapshot`` a provisional merge of the files finished so far, every
-few seconds, for live views; the returned partial stays the exact one.
-Where asked, it hands ``on_partial`` each file's own partial as it finishes, on the client: the
-run journal (:mod:`processor.journal`) keeps them so that an interrupted run can resume.
+tells the runner what happens through :class:`RunHooks`, and merges partials.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..fileset import WorkItem
@@ -23,6 +20,7 @@ __all__ = [
     "ExecutorAborted",
     "FileCallback",
     "PartialCallback",
+    "RunHooks",
     "SnapshotCallback",
     "Task",
     "fan_out",
@@ -59,14 +57,27 @@ def fan_out(*callbacks: FileCallback | None) -> FileCallback:
     return each
 
 
+def _ignore(report: FileReport) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class RunHooks:
+    """What the runner asks to hear while an executor works, all on the client.
+
+    ``on_file`` gets each file's report as it finishes (progress bars, dashboards, the Kubernetes
+    status), once per file. ``on_snapshot``, where given, gets every few seconds a provisional merge
+    of the files finished so far, for live views; the returned partial stays the exact one.
+    ``on_partial``, where given, gets each file's own partial as it arrives: the run journal
+    (:mod:`processor.journal`) keeps them so that an interrupted run can resume.
+    """
+
+    on_file: FileCallback = _ignore
+    on_snapshot: SnapshotCallback | None = None
+    on_partial: PartialCallback | None = None
+
+
 class Executor(Protocol):
-    def run(
-        self,
-        items: Sequence[WorkItem],
-        task: Task,
-        on_file: FileCallback,
-        on_snapshot: SnapshotCallback | None = None,
-        on_partial: PartialCallback | None = None,
-    ) -> Partial:
+    def run(self, items: Sequence[WorkItem], task: Task, hooks: RunHooks) -> Partial:
         """Process every item once; the result holds one report per item."""
         ...

@@ -30,7 +30,7 @@ from ..cache import cache_root
 from ..fileset import WorkItem
 from ..partial import Partial, merge
 from ..report import FileReport
-from . import DEFAULT_SNAPSHOT_SECONDS, FileCallback, PartialCallback, SnapshotCallback, Task
+from . import DEFAULT_SNAPSHOT_SECONDS, FileCallback, RunHooks, SnapshotCallback, Task
 
 __all__ = [
     "DEFAULT_FAN_IN",
@@ -71,25 +71,9 @@ class DaskExecutor:
         if self.fan_in < 2:
             raise ValueError("fan_in must be at least 2")
 
-    def run(
-        self,
-        items: Sequence[WorkItem],
-        task: Task,
-        on_file: FileCallback,
-        on_snapshot: SnapshotCallback | None = None,
-        on_partial: PartialCallback | None = None,
-    ) -> Partial:
+    def run(self, items: Sequence[WorkItem], task: Task, hooks: RunHooks) -> Partial:
         with self._client() as client:
-            return tree_reduce(
-                client,
-                items,
-                task,
-                on_file,
-                self.fan_in,
-                on_snapshot=on_snapshot,
-                snapshot_seconds=self.snapshot_seconds,
-                on_partial=on_partial,
-            )
+            return tree_reduce(client, items, task, hooks, self.fan_in, snapshot_seconds=self.snapshot_seconds)
 
     @contextlib.contextmanager
     def _client(self) -> Iterator[Client]:
@@ -117,25 +101,23 @@ def tree_reduce(
     client: Client,
     items: Sequence[WorkItem],
     task: Task,
-    on_file: FileCallback,
+    hooks: RunHooks,
     fan_in: int,
     *,
-    on_snapshot: SnapshotCallback | None = None,
     snapshot_seconds: float = DEFAULT_SNAPSHOT_SECONDS,
-    on_partial: PartialCallback | None = None,
 ) -> Partial:
     """Submit one task per item and merge their partials on the workers, ``fan_in`` at a time.
 
-    With ``on_partial`` (the run journal), each file's partial is also fetched as it finishes,
-    one at a time, and handed over on the client; the merge tree is the same either way.
+    With ``hooks.on_partial`` (the run journal), each file's partial is also fetched as it
+    finishes, one at a time, and handed over on the client; the merge tree is the same either way.
     """
     run = uuid.uuid4().hex[:12]
     with (
-        file_announcements(client, run, on_file) as topic,
-        live_snapshots(client, topic, on_snapshot, snapshot_seconds),
+        file_announcements(client, run, hooks.on_file) as topic,
+        live_snapshots(client, topic, hooks.on_snapshot, snapshot_seconds),
     ):
         task_data = ship_task(client, task, run)
-        futures = submit_files(client, items, task_data, topic, run, live=on_snapshot is not None)
+        futures = submit_files(client, items, task_data, topic, run, live=hooks.on_snapshot is not None)
         item_of_key = {f.key: item for f, item in zip(futures, items, strict=True)}
         pending = as_completed(futures)
         del futures  # hold no future longer than needed: merged inputs get released
@@ -147,11 +129,11 @@ def tree_reduce(
                 if item is None:  # a merge task failed: a bug, not bad input
                     raise future.exception()
                 report = lost_report(item, future.exception())
-                on_file(report)
+                hooks.on_file(report)
                 lost.add(Partial(files=[report]))
                 continue
-            if on_partial is not None and future.key in item_of_key:
-                on_partial(future.result())
+            if hooks.on_partial is not None and future.key in item_of_key:
+                hooks.on_partial(future.result())
             merged = tree.push(future)
             if merged is not None:
                 pending.add(merged)

@@ -46,7 +46,7 @@ from distributed.security import Security
 from ..fileset import WorkItem
 from ..partial import Partial, merge
 from ..report import FileReport
-from . import DEFAULT_SNAPSHOT_SECONDS, ExecutorAborted, FileCallback, PartialCallback, SnapshotCallback, Task
+from . import DEFAULT_SNAPSHOT_SECONDS, ExecutorAborted, RunHooks, Task
 from .dask import (
     DEFAULT_FAN_IN,
     MergeTree,
@@ -298,21 +298,14 @@ class FederationExecutor:
             if self._current is not None:
                 self._current.join(spec)
 
-    def run(
-        self,
-        items: Sequence[WorkItem],
-        task: Task,
-        on_file: FileCallback,
-        on_snapshot: SnapshotCallback | None = None,
-        on_partial: PartialCallback | None = None,
-    ) -> Partial:
+    def run(self, items: Sequence[WorkItem], task: Task, hooks: RunHooks) -> Partial:
         """Process every item once over the clusters; raises :class:`ExecutorAborted` if all are lost.
 
-        ``on_snapshot`` gets the sum of the clusters' latest live sums; with ``on_partial`` (the
-        journal) each file's partial is fetched as it finishes - it has then arrived - and the
-        client merges them instead of the clusters.
+        ``hooks.on_snapshot`` gets the sum of the clusters' latest live sums; with
+        ``hooks.on_partial`` (the journal) each file's partial is fetched as it finishes - it has
+        then arrived - and the client merges them instead of the clusters.
         """
-        federated = _FederatedRun(self, items, task, _Callbacks(on_file, on_snapshot, on_partial))
+        federated = _FederatedRun(self, items, task, hooks)
         with self._lock:
             self._current = federated
             for spec in self.clusters:
@@ -354,17 +347,10 @@ class _Member:
         return math.ceil(per_worker * self.threads * self.spec.weight) if self.threads else 0
 
 
-@dataclass(frozen=True)
-class _Callbacks:
-    on_file: FileCallback
-    on_snapshot: SnapshotCallback | None
-    on_partial: PartialCallback | None
-
-
 class _FederatedRun:
     """The state of one run: the queue, the members, what has arrived. Driven by one loop, one thread."""
 
-    def __init__(self, executor: FederationExecutor, items: Sequence[WorkItem], task: Task, callbacks: _Callbacks):
+    def __init__(self, executor: FederationExecutor, items: Sequence[WorkItem], task: Task, callbacks: RunHooks):
         self.executor = executor
         self.items = list(items)
         self.task = task

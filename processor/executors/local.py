@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..fileset import WorkItem
 from ..partial import Partial
-from . import DEFAULT_SNAPSHOT_SECONDS, FileCallback, PartialCallback, SnapshotCallback, Task
+from . import DEFAULT_SNAPSHOT_SECONDS, RunHooks, Task
 
 __all__ = ["LocalExecutor"]
 
@@ -17,24 +17,17 @@ __all__ = ["LocalExecutor"]
 class LocalExecutor:
     snapshot_seconds: float = DEFAULT_SNAPSHOT_SECONDS
 
-    def run(
-        self,
-        items: Sequence[WorkItem],
-        task: Task,
-        on_file: FileCallback,
-        on_snapshot: SnapshotCallback | None = None,
-        on_partial: PartialCallback | None = None,
-    ) -> Partial:
+    def run(self, items: Sequence[WorkItem], task: Task, hooks: RunHooks) -> Partial:
         result = Partial()
         last_snapshot = time.monotonic()
         for item in items:
             partial = task(item)
-            if on_partial is not None:
-                on_partial(partial)
+            if hooks.on_partial is not None:
+                hooks.on_partial(partial)
             for report in partial.files:
-                on_file(report)
+                hooks.on_file(report)
             result.add(partial)
-            if on_snapshot is not None and time.monotonic() - last_snapshot >= self.snapshot_seconds:
-                on_snapshot(result.without_files())
+            if hooks.on_snapshot is not None and time.monotonic() - last_snapshot >= self.snapshot_seconds:
+                hooks.on_snapshot(result.without_files())
                 last_snapshot = time.monotonic()
         return result
