@@ -123,20 +123,25 @@ def tree_reduce(
         del futures  # hold no future longer than needed: merged inputs get released
         tree = MergeTree(client, fan_in, run)
         lost = Partial()
-        for future in pending:
-            if future.status != "finished":
+        for batch in pending.batches():  # whatever finished since the last look, in one go
+            finished = []
+            for future in batch:
+                if future.status == "finished":
+                    finished.append(future)
+                    continue
                 item = item_of_key.get(future.key)
                 if item is None:  # a merge task failed: a bug, not bad input
                     raise future.exception()
                 report = lost_report(item, future.exception())
                 hooks.on_file(report)
                 lost.add(Partial(files=[report]))
-                continue
-            if hooks.on_partial is not None and future.key in item_of_key:
-                hooks.on_partial(future.result())
-            merged = tree.push(future)
-            if merged is not None:
-                pending.add(merged)
+            if hooks.on_partial is not None:  # one gather per batch, not a round trip per file
+                for partial in client.gather([f for f in finished if f.key in item_of_key]):
+                    hooks.on_partial(partial)
+            for future in finished:
+                merged = tree.push(future)
+                if merged is not None:
+                    pending.add(merged)
         final = tree.collapse()
         result = final.result() if final is not None else Partial()
         result.add(lost)
