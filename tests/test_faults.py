@@ -88,7 +88,7 @@ def test_task_exceeding_worker_memory_fails_with_advice_and_the_run_ends(muon_fi
         )
     [failure] = result.failures
     assert failure.dataset == "hog" and failure.path == str(muon_fileset.parent / "data_0.root")
-    assert "KilledWorker" in failure.error and "split the file by entries" in failure.error
+    assert "KilledWorker" in failure.error and "--step-mb" in failure.error
     assert result_bits(result)[:3] == result_bits(clean)[:3]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [f["dataset"] for f in report["failures"]] == ["hog"]

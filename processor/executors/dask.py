@@ -286,5 +286,7 @@ def lost_report(item: WorkItem, exc: BaseException | None) -> FileReport:
     """A file whose task never returned: its workers died (memory?) or it could not be run."""
     message = f"{type(exc).__name__}: {exc}" if exc is not None else "task cancelled"
     if type(exc).__name__ == "KilledWorker":
-        message += " (workers died while processing this file; if they ran out of memory, split the file by entries)"
+        message += (
+            " (workers died while processing this file; if they ran out of memory, read it in smaller steps: --step-mb)"
+        )
     return FileReport(index=item.index, path=item.url, dataset=item.dataset, status="failed", error=message)
