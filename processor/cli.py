@@ -174,7 +174,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume:
         done = len(Journal.resume(args.resume, analysis.source_sha256, fileset.sha256).indices())
         console.print(f"Resuming {args.resume}: {done} of {len(fileset)} files already done")
-    where = args.scheduler or ("LocalCluster" if executor_name == "dask" else "this process")
+    places = {"dask": "LocalCluster", "kubernetes": "a new KubeCluster"}
+    where = args.scheduler or places.get(executor_name, "this process")
     if executor_name == "federation":
         where = f"{len(executor.clusters)} clusters ({', '.join(c.name for c in executor.clusters)})"
     console.print(f"{analysis.name}: {len(fileset)} files in {len(fileset.datasets)} datasets on {where}")

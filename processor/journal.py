@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,9 +88,7 @@ class Journal:
     def discard(self) -> None:
         """Remove the journal: the run is complete (manifest first, so no partial journal resumes)."""
         (self.directory / _MANIFEST).unlink(missing_ok=True)
-        for entry in self.directory.glob(f"*{_SUFFIX}"):
-            entry.unlink()
-        self.directory.rmdir()
+        shutil.rmtree(self.directory)  # temporaries of an interrupted write go too
 
     def indices(self) -> list[int]:
         """The fileset indices of the journaled files, in order."""

@@ -116,7 +116,7 @@ def within(seconds: float, call: Callable[[], T], what: str = "reading the file"
     """``call()``, abandoned with :class:`FileTimeout` if it is not done in ``seconds``.
 
     It runs in a daemon thread, so that a blocked socket cannot hold the task forever; an
-    abandoned read ends by itself when its own request timeout expires.
+    abandoned read ends by itself when its own request timeout expires (its file stays open).
     """
     outcome: dict[str, object] = {}
 
@@ -178,12 +178,13 @@ class ColumnReader:
         start, stop = self.entry_start, self.entry_stop
         if stop <= start:
             return [(start, start)]
-        if step_bytes is None:
+        offsets = getattr(self._tree, "common_entry_offsets", None)  # TTrees; RNTuples are read whole
+        if step_bytes is None or offsets is None:
             return [(start, stop)]
         per_entry = sum(self._tree[c].uncompressed_bytes for c in self.columns) / max(self._tree.num_entries, 1)
-        boundaries = self._cluster_boundaries() if per_entry * (stop - start) > step_bytes else None
-        if boundaries is None:
+        if per_entry * (stop - start) <= step_bytes:
             return [(start, stop)]
+        boundaries = [int(b) for b in offsets(filter_name=self.columns)]
         entries = max(int(step_bytes / per_entry), 1)
         steps = []
         low = high = start  # the step being grown: [low, high), high the last boundary taken
@@ -194,12 +195,6 @@ class ColumnReader:
             high = boundary
         steps.append((low, high))
         return steps
-
-    def _cluster_boundaries(self) -> list[int] | None:
-        offsets = getattr(self._tree, "common_entry_offsets", None)  # TTrees; RNTuples are read whole
-        if offsets is None:
-            return None
-        return [int(b) for b in offsets(filter_name=self.columns)]
 
     def read(self, start: int, stop: int) -> ak.Array:
         """The columns of entries ``[start, stop)``, types checked."""

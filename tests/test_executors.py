@@ -111,3 +111,17 @@ def test_analysis_source_is_shipped_to_workers(muon_fileset, cluster, tmp_path):
         analysis, muon_fileset, executor=DaskExecutor(scheduler=cluster.scheduler_address), write=False
     )
     assert not result.failures and result.events > 0
+
+
+def test_a_rerun_file_is_announced_once():
+    """A task Dask reruns after its worker died announces its file again; progress hears it once."""
+    from processor.executors import OncePerFile
+    from processor.report import FileReport
+
+    heard = []
+    on_file = OncePerFile(heard.append)
+    first = FileReport(index=3, path="a.root", dataset="d", events=10)
+    again = FileReport(index=3, path="a.root", dataset="d", events=10)
+    for report in (first, FileReport(index=4, path="b.root", dataset="d"), again):
+        on_file(report)
+    assert [r.index for r in heard] == [3, 4] and heard[0] is first

@@ -43,7 +43,10 @@ def test_worker_killed_mid_task_reruns_elsewhere_with_identical_bits(muon_filese
     monkeypatch.setenv("LUMIFLOW_TEST_SLOW", "0.8")  # long enough to be killed inside it
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         executor = DaskExecutor(scheduler=cluster.scheduler_address, fan_in=3)
-        thread, outcome = _run_in_thread(analysis=analysis, fileset=muon_fileset, executor=executor, write=False)
+        announced = []
+        thread, outcome = _run_in_thread(
+            analysis=analysis, fileset=muon_fileset, executor=executor, write=False, on_file=announced.append
+        )
         deadline = time.monotonic() + 60
         while len(log.read_text().splitlines() if log.exists() else []) < 3:
             assert time.monotonic() < deadline and thread.is_alive(), outcome
@@ -58,6 +61,8 @@ def test_worker_killed_mid_task_reruns_elsewhere_with_identical_bits(muon_filese
     started = logged_files(log)
     assert len(started) > 12  # the killed task (and any partials lost with the worker) ran again
     assert set(started) == {(r.dataset, r.events) for r in clean.files}
+    # progress heard of every file once, although some ran twice
+    assert sorted(r.index for r in announced) == sorted(r.index for r in clean.files)
 
 
 def test_task_exceeding_worker_memory_fails_with_advice_and_the_run_ends(muon_fileset, tmp_path, monkeypatch):

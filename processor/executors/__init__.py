@@ -6,6 +6,7 @@ tells the runner what happens through :class:`RunHooks`, and merges partials.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,6 +20,7 @@ __all__ = [
     "Executor",
     "ExecutorAborted",
     "FileCallback",
+    "OncePerFile",
     "PartialCallback",
     "RunHooks",
     "SnapshotCallback",
@@ -55,6 +57,27 @@ def fan_out(*callbacks: FileCallback | None) -> FileCallback:
             callback(report)
 
     return each
+
+
+class OncePerFile:
+    """A per-file callback that passes each file's report on once (thread-safe).
+
+    A task that Dask reruns because its worker (or its whole cluster) died after announcing
+    the file would otherwise be counted twice by progress bars, dashboards and the Kubernetes
+    status.
+    """
+
+    def __init__(self, on_file: FileCallback):
+        self._on_file = on_file
+        self._seen: set[int] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, report: FileReport) -> None:
+        with self._lock:
+            if report.index in self._seen:
+                return
+            self._seen.add(report.index)
+        self._on_file(report)
 
 
 def _ignore(report: FileReport) -> None:

@@ -30,7 +30,7 @@ from ..cache import cache_root
 from ..fileset import WorkItem
 from ..partial import Partial, merge
 from ..report import FileReport
-from . import DEFAULT_SNAPSHOT_SECONDS, FileCallback, RunHooks, SnapshotCallback, Task
+from . import DEFAULT_SNAPSHOT_SECONDS, FileCallback, OncePerFile, RunHooks, SnapshotCallback, Task
 
 __all__ = [
     "DEFAULT_FAN_IN",
@@ -112,8 +112,9 @@ def tree_reduce(
     finishes, one at a time, and handed over on the client; the merge tree is the same either way.
     """
     run = uuid.uuid4().hex[:12]
+    on_file = OncePerFile(hooks.on_file)  # a task rerun after its worker died announces again
     with (
-        file_announcements(client, run, hooks.on_file) as topic,
+        file_announcements(client, run, on_file) as topic,
         live_snapshots(client, topic, hooks.on_snapshot, snapshot_seconds),
     ):
         task_data = ship_task(client, task, run)
@@ -133,7 +134,7 @@ def tree_reduce(
                 if item is None:  # a merge task failed: a bug, not bad input
                     raise future.exception()
                 report = lost_report(item, future.exception())
-                hooks.on_file(report)
+                on_file(report)
                 lost.add(Partial(files=[report]))
             if hooks.on_partial is not None:  # one gather per batch, not a round trip per file
                 for partial in client.gather([f for f in finished if f.key in item_of_key]):

@@ -46,7 +46,7 @@ from distributed.security import Security
 from ..fileset import WorkItem
 from ..partial import Partial, merge
 from ..report import FileReport
-from . import DEFAULT_SNAPSHOT_SECONDS, ExecutorAborted, RunHooks, Task
+from . import DEFAULT_SNAPSHOT_SECONDS, ExecutorAborted, OncePerFile, RunHooks, Task
 from .dask import (
     DEFAULT_FAN_IN,
     MergeTree,
@@ -366,8 +366,9 @@ class _FederatedRun:
         self.wake = threading.Event()
         self.start = time.perf_counter()
         self.next_reread = time.monotonic() + self.executor.reread_seconds
-        self._announced: set[int] = set()
-        self._announce_lock = threading.Lock()
+        # a file recomputed after its cluster was lost is not announced again
+        self._announce = OncePerFile(callbacks.on_file)
+        self._announce_lock = threading.Lock()  # the clusters' live snapshots
         self._connecting_lock = threading.Lock()
         self.retiring: list[threading.Thread] = []  # closing the clients of lost clusters
 
@@ -553,7 +554,8 @@ class _FederatedRun:
         self.queue.extendleft(reversed(requeued))
         member.lost = self._loss_record(reason, len(requeued))
         member.assigned.clear()
-        self.snapshots.pop(member.spec.name, None)
+        with self._announce_lock:  # snapshot threads iterate it
+            self.snapshots.pop(member.spec.name, None)
         retiring = threading.Thread(target=self._retire, args=(member,), name=f"lumiflow-retire-{member.run}")
         retiring.start()
         self.retiring.append(retiring)
@@ -582,7 +584,7 @@ class _FederatedRun:
         }
 
     def _aborted(self) -> ExecutorAborted:
-        lost = self.records()
+        lost = [r for r in self.records() if r["lost"] is not None]  # not one added during the abort
         reasons = "; ".join(f"{r['name']} at {r['lost']['seconds']:.1f} s: {r['lost']['reason']}" for r in lost)
         message = f"every cluster was lost ({reasons})"
         partial = Partial()
@@ -597,14 +599,6 @@ class _FederatedRun:
         return ExecutorAborted(f"{message}; {len(done)} of {len(self.items)} files finished", partial)
 
     # -- announcements, records, shutdown ----------------------------------------------------
-
-    def _announce(self, report: FileReport) -> None:
-        """Pass each file on once: a file recomputed after its cluster was lost is not announced again."""
-        with self._announce_lock:
-            if report.index in self._announced:
-                return
-            self._announced.add(report.index)
-        self.callbacks.on_file(report)
 
     def _wake(self, _future: object) -> None:
         self.wake.set()
