@@ -112,28 +112,44 @@ def configure_xrootd_client(settings: Mapping[str, int] = XROOTD_CLIENT_DEFAULTS
             xrd_client.EnvPutInt(name, int(value))
 
 
-def within(seconds: float, call: Callable[[], T], what: str = "reading the file") -> T:
+def within(
+    seconds: float,
+    call: Callable[[], T],
+    what: str = "reading the file",
+    when_late: Callable[[T | None], object] | None = None,
+) -> T:
     """``call()``, abandoned with :class:`FileTimeout` if it is not done in ``seconds``.
 
     It runs in a daemon thread, so that a blocked socket cannot hold the task forever; an
-    abandoned read ends by itself when its own request timeout expires (its file stays open).
+    abandoned call ends by itself when its own request timeout expires, and then hands what it
+    returned (None after an error) to ``when_late``, which closes what would otherwise stay open.
     """
+    lock = threading.Lock()
     outcome: dict[str, object] = {}
 
     def target() -> None:
+        result, error = None, None
         try:
-            outcome["result"] = call()
+            result = call()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            outcome["error"] = exc
+            error = exc
+        with lock:
+            late = outcome.get("abandoned", False)
+            if not late:
+                outcome.update(result=result, error=error)
+        if late and when_late is not None:
+            when_late(result)
 
-    reader = threading.Thread(target=target, name="lumiflow-read", daemon=True)
+    thread = threading.Thread(target=target, name="lumiflow-read", daemon=True)
     start = time.monotonic()
-    reader.start()
-    reader.join(max(seconds, 0.0))
-    if reader.is_alive():
-        waited = time.monotonic() - start
-        raise FileTimeout(f"gave up {what} after {waited:.0f} s: the per-file timeout (--file-timeout) ran out")
-    if "error" in outcome:
+    thread.start()
+    thread.join(max(seconds, 0.0))
+    with lock:
+        if "result" not in outcome:
+            outcome["abandoned"] = True
+            waited = time.monotonic() - start
+            raise FileTimeout(f"gave up {what} after {waited:.0f} s: the per-file timeout (--file-timeout) ran out")
+    if outcome["error"] is not None:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["result"]  # type: ignore[return-value]
 

@@ -94,13 +94,13 @@ class FileTask:
         next_entry = item.entry_start
         while True:
             reader = None
-            abandoned = False  # a read still running in its thread keeps its file open
+            abandoned = False  # a read still running in its thread closes its file when it ends
             try:
                 opening = functools.partial(self._open, dataclasses.replace(item, entry_start=next_entry), analysis)
-                reader = within(deadline - time.monotonic(), opening)
+                reader = within(deadline - time.monotonic(), opening, when_late=_close)
                 for step_start, step_stop in reader.steps(self.options.step_bytes):
                     read = functools.partial(reader.read, step_start, step_stop)
-                    events = within(deadline - time.monotonic(), read)
+                    events = within(deadline - time.monotonic(), read, when_late=functools.partial(_close, reader))
                     yield events
                     next_entry = step_stop
                 return
@@ -129,6 +129,12 @@ class FileTask:
         report.events = 0
         report.seconds = time.perf_counter() - start
         return Partial(files=[report])
+
+
+def _close(reader: ColumnReader | None, *_: object) -> None:
+    """Close the reader of an abandoned open or read once it ends (it may return None: failed)."""
+    if reader is not None:
+        reader.close()
 
 
 def _one_line(exc: BaseException) -> str:

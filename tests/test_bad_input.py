@@ -357,3 +357,32 @@ def test_analysis_raising_in_process_names_module_line_and_the_input_file(good, 
         good_here, tmp_path, url, f"ZeroDivisionError in analysis at {analysis}:{line} in process", analysis=analysis
     )
     assert failure.error.endswith("bad event")
+
+
+def test_an_abandoned_read_closes_what_it_opened_once_it_ends():
+    """A read given up on by the per-file timeout must not leave its file open on the worker."""
+    import threading
+
+    from processor.source import FileTimeout, within
+
+    class Handle:
+        def __init__(self):
+            self.closed = threading.Event()
+
+        def close(self):
+            self.closed.set()
+
+    late, timely = Handle(), Handle()
+    release = threading.Event()
+
+    def slow_open():
+        release.wait(30)
+        return late
+
+    with pytest.raises(FileTimeout, match="per-file timeout"):
+        within(0.05, slow_open, when_late=lambda handle: handle.close())
+    assert not late.closed.is_set()  # still being opened: nothing to close yet
+    release.set()
+    assert late.closed.wait(10)  # closed by the abandoned thread as soon as it got the file
+    assert within(5, lambda: timely, when_late=lambda handle: handle.close()) is timely
+    assert not timely.closed.is_set()  # returned in time: the caller owns it
