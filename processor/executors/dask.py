@@ -7,9 +7,12 @@ merging work spread over the cluster. Merges are exact (see :mod:`processor.part
 tree's shape never changes the result.
 
 Workers announce each finished file on a per-run event topic, which drives progress bars and
-dashboards without fetching any partial. For live histograms (``on_snapshot``), each worker also
-keeps a running sum of the histograms of the files it finished in this run; every few seconds the
-client gathers and adds those sums, a few small objects whatever the number of files.
+dashboards without fetching any partial. With the run journal (``on_partial``) the client fetches
+every file's small partial anyway, one gather per batch of finished files, and passes on the
+reports they carry instead: one scheduler message per file fewer. For live histograms
+(``on_snapshot``), each worker also keeps a running sum of the histograms of the files it
+finished in this run; every few seconds the client gathers and adds those sums, a few small
+objects whatever the number of files.
 """
 
 from __future__ import annotations
@@ -118,7 +121,10 @@ def tree_reduce(
         live_snapshots(client, topic, hooks.on_snapshot, snapshot_seconds),
     ):
         task_data = ship_task(client, task, run)
-        futures = submit_files(client, items, task_data, topic, run, live=hooks.on_snapshot is not None)
+        fetching = hooks.on_partial is not None  # every file's partial comes to the client: its report too
+        futures = submit_files(
+            client, items, task_data, topic, run, live=hooks.on_snapshot is not None, announce=not fetching
+        )
         item_of_key = {f.key: item for f, item in zip(futures, items, strict=True)}
         pending = as_completed(futures)
         del futures  # hold no future longer than needed: merged inputs get released
@@ -136,9 +142,11 @@ def tree_reduce(
                 report = lost_report(item, future.exception())
                 on_file(report)
                 lost.add(Partial(files=[report]))
-            if hooks.on_partial is not None:  # one gather per batch, not a round trip per file
+            if fetching:  # one gather per batch, not a round trip per file
                 for partial in client.gather([f for f in finished if f.key in item_of_key]):
                     hooks.on_partial(partial)
+                    for report in partial.files:
+                        on_file(report)
             for future in finished:
                 merged = tree.push(future)
                 if merged is not None:
@@ -166,11 +174,19 @@ def file_announcements(client: Client, run: str, on_file: FileCallback) -> Itera
 
 
 def submit_files(
-    client: Client, items: Sequence[WorkItem], task: Future, topic: str, run: str, live: bool = False
+    client: Client,
+    items: Sequence[WorkItem],
+    task: Future,
+    topic: str,
+    run: str,
+    live: bool = False,
+    announce: bool = True,
 ) -> list[Future]:
     """One task per item (``task`` is the scattered :class:`~processor.task.FileTask`), keyed by run and index.
 
     ``live``: the workers keep running sums of the histograms for :func:`live_snapshots`.
+    ``announce``: each finished file is announced on ``topic``; not needed when the client fetches
+    every file's partial anyway (the journal), whose report it then passes on itself.
     """
     return client.map(
         _run_item,
@@ -178,6 +194,7 @@ def submit_files(
         task=task,
         topic=topic,
         live=live,
+        announce=announce,
         key=[f"lumiflow-file-{run}-{item.index}" for item in items],
         pure=False,
     )
@@ -244,10 +261,11 @@ def live_snapshots(client: Client, topic: str, on_snapshot: SnapshotCallback | N
             client.run(_drop_live_sum, topic, on_error="ignore")
 
 
-def _run_item(item: WorkItem, task: Task, topic: str, live: bool = False) -> Partial:
+def _run_item(item: WorkItem, task: Task, topic: str, live: bool = False, announce: bool = True) -> Partial:
     partial = task(item)
     worker = get_worker()
-    worker.log_event(topic, [r.to_dict() for r in partial.files])
+    if announce:
+        worker.log_event(topic, [r.to_dict() for r in partial.files])
     if live:
         with _LIVE_LOCK:
             _LIVE_SUMS.setdefault((worker.address, topic), Partial()).add(partial.without_files())
