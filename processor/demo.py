@@ -30,7 +30,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import awkward as ak
@@ -48,6 +48,7 @@ __all__ = [
     "default_cache_dir",
     "ensure_demo_fileset",
     "generate",
+    "generate_signal",
     "write_events_file",
 ]
 
@@ -89,6 +90,7 @@ class _MCDataset:
     role: str
     sample: str
     label: str
+    higgs_mass: float = _MH  # for process "higgs"
 
 
 #: The simulated datasets: cross-sections and k-factors of the CMS 2012 open-data samples.
@@ -346,9 +348,9 @@ def _flavours(rng: np.random.Generator, n: int, final_state: str | None):
     return a_is_mu, ~a_is_mu
 
 
-def _gen_higgs(rng: np.random.Generator, n: int, final_state: str | None) -> _Truth:
-    """gg -> H(125) -> ZZ* -> 4l."""
-    mh = _rbw(rng, n, _MH, _GH, _MH - 1.0, _MH + 1.0)
+def _gen_higgs(rng: np.random.Generator, n: int, final_state: str | None, mass: float = _MH) -> _Truth:
+    """gg -> H -> ZZ* -> 4l (H of 125 GeV unless ``mass`` says otherwise; the width stays the SM 125 GeV one)."""
+    mh = _rbw(rng, n, mass, _GH, mass - 1.0, mass + 1.0)
     ma, mb = _higgs_masses(rng, mh)
     system = _system(rng, mh, pt_shape=1.6, pt_scale=12.0, y_sigma=1.7)
     a_is_mu, b_is_mu = _flavours(rng, n, final_state)
@@ -493,7 +495,10 @@ _EXTRA_LEPTON_FRACTION = 0.07
 
 def _simulate(rng: np.random.Generator, spec: _MCDataset, n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """n events of ``spec``: (lepton table (n, 5), generator final-state code (n,))."""
-    truth = (_gen_higgs if spec.process == "higgs" else _gen_zz)(rng, n, spec.final_state)
+    if spec.process == "higgs":
+        truth = _gen_higgs(rng, n, spec.final_state, spec.higgs_mass)
+    else:
+        truth = _gen_zz(rng, n, spec.final_state)
     prompt = _reconstruct(rng, truth)
     extra = _non_prompt(rng, n, rng.random(n) < _EXTRA_LEPTON_FRACTION, iso_min=0.1, iso_mean=0.6)
     return _hstack([prompt, extra]), truth.final_state
@@ -663,27 +668,7 @@ def generate(
     fileset: dict[str, dict] = {}
 
     for name, spec in MC_DATASETS.items():
-        n_files = min(files_per_dataset, events)
-        sizes = [events // n_files + (i < events % n_files) for i in range(n_files)]
-        files = {}
-        first_event = 1
-        for index, n in enumerate(sizes):
-            table, _ = _simulate(_rng(seed, name, index), spec, n)
-            filename = f"{name}_{index}.root"
-            event = np.arange(first_event, first_event + n, dtype=np.uint64)
-            first_event += n
-            _write_file(out / filename, table, np.ones(n), 1 + (event - 1) // 1000, event, codec)
-            files[filename] = "Events"
-        metadata = {
-            "role": spec.role,
-            "is_data": False,
-            "xsec_pb": spec.xsec_pb,
-            "nevents_generated": events,
-        }
-        if spec.kfactor != 1.0:
-            metadata["kfactor"] = spec.kfactor
-        metadata.update({"sample": spec.sample, "label": spec.label})
-        fileset[name] = {"files": files, "metadata": metadata}
+        fileset[name] = _write_mc(out, name, spec, events, files_per_dataset, seed, codec)
 
     streams = _pseudo_data(seed)
     for name, (_, _, channels) in DATA_STREAMS.items():
@@ -699,6 +684,66 @@ def generate(
         metadata = {"role": "data", "is_data": True, "sample": "data", "channels": list(channels), "label": "Data"}
         fileset[name] = {"files": files, "metadata": metadata}
 
+    return _write_fileset(out, fileset)
+
+
+def generate_signal(
+    out_dir: str | os.PathLike[str],
+    mass: float,
+    *,
+    events: int = DEFAULT_EVENTS,
+    files_per_dataset: int = 4,
+    seed: int = DEFAULT_SEED,
+    compression: str = "ZSTD",
+) -> Path:
+    """Simulate an alternative signal, gg -> H -> ZZ* -> 4l with a Higgs of ``mass`` GeV, into ``out_dir``.
+
+    For reinterpretation (``lumiflow reinterpret``): a fileset whose only dataset,
+    ``SMHiggsToZZTo4L_M<mass>``, has role ``signal``. It keeps the 125 GeV sample's cross-section
+    and width, so the templates differ only by where the peak is. Same options as :func:`generate`;
+    returns the path of its ``fileset.json``.
+    """
+    if not 100.0 <= mass <= 300.0:
+        raise ValueError(f"the demo generator simulates Higgs masses of 100-300 GeV, not {mass}")
+    if events < 1 or files_per_dataset < 1:
+        raise ValueError("events and files_per_dataset must be >= 1")
+    standard = MC_DATASETS["SMHiggsToZZTo4L"]
+    spec = replace(standard, higgs_mass=float(mass), label=f"$m_H$ = {mass:g} GeV")
+    name = f"SMHiggsToZZTo4L_M{mass:g}".replace(".", "p")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = _write_mc(out, name, spec, events, files_per_dataset, seed, _codec(compression))
+    return _write_fileset(out, {name: dataset})
+
+
+def _write_mc(
+    out: Path, name: str, spec: _MCDataset, events: int, files_per_dataset: int, seed: int, codec: object
+) -> dict:
+    """Simulate MC dataset ``name`` into ``out`` in ``files_per_dataset`` files; its fileset entry."""
+    n_files = min(files_per_dataset, events)
+    sizes = [events // n_files + (i < events % n_files) for i in range(n_files)]
+    files = {}
+    first_event = 1
+    for index, n in enumerate(sizes):
+        table, _ = _simulate(_rng(seed, name, index), spec, n)
+        filename = f"{name}_{index}.root"
+        event = np.arange(first_event, first_event + n, dtype=np.uint64)
+        first_event += n
+        _write_file(out / filename, table, np.ones(n), 1 + (event - 1) // 1000, event, codec)
+        files[filename] = "Events"
+    metadata = {
+        "role": spec.role,
+        "is_data": False,
+        "xsec_pb": spec.xsec_pb,
+        "nevents_generated": events,
+    }
+    if spec.kfactor != 1.0:
+        metadata["kfactor"] = spec.kfactor
+    metadata.update({"sample": spec.sample, "label": spec.label})
+    return {"files": files, "metadata": metadata}
+
+
+def _write_fileset(out: Path, fileset: dict) -> Path:
     path = out / "fileset.json"
     tmp = out / f".fileset.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(fileset, indent=2) + "\n")

@@ -21,36 +21,13 @@ from scipy.stats import norm
 from .analysis import Templates
 from .result import Result
 
-__all__ = ["FitResult", "build_workspace", "fit_workspace"]
+__all__ = ["FitResult", "build_workspace", "fit_workspace", "replace_signal", "template_samples"]
 
 
 def build_workspace(result: Result, templates: Templates, measurement: str) -> dict[str, Any]:
     """A pyhf workspace specification (validated against pyhf's schema before it is returned)."""
-    if templates.histogram not in result.samples:
-        raise ValueError(f"no histogram {templates.histogram!r} in the result (is any file processed?)")
-    samples = result.samples[templates.histogram]
-    channels: dict[str, list[dict[str, Any]]] = {}
-    observed: dict[str, np.ndarray] = {}
-    has_signal = False
-    for sample, h in samples.items():
-        role = result.role_of(sample)
-        for channel, h1 in templates.split(h):
-            values, variances = h1.values(), h1.variances()
-            if role == "data":
-                observed[channel] = observed.get(channel, 0) + values
-                continue
-            modifiers: list[dict[str, Any]] = [
-                {"name": "lumi", "type": "lumi", "data": None},
-                {"name": f"staterror_{channel}", "type": "staterror", "data": np.sqrt(variances).tolist()},
-            ]
-            if role == "signal":
-                has_signal = True
-                modifiers.insert(0, {"name": templates.poi, "type": "normfactor", "data": None})
-            else:
-                u = templates.background_norm_uncertainty
-                modifiers.insert(0, {"name": f"{sample}_norm", "type": "normsys", "data": {"hi": 1 + u, "lo": 1 - u}})
-            channels.setdefault(channel, []).append({"name": sample, "data": values.tolist(), "modifiers": modifiers})
-    if not has_signal:
+    channels, observed = template_samples(result, templates)
+    if not any(_is_signal(s, templates.poi) for samples in channels.values() for s in samples):
         raise ValueError("the fileset has no dataset with role 'signal': nothing to scale by the POI")
     if not observed:
         warnings.warn("no data datasets: observations are the expected (Asimov) yields", stacklevel=2)
@@ -92,6 +69,72 @@ def build_workspace(result: Result, templates: Templates, measurement: str) -> d
     }
     pyhf.Workspace(spec)  # schema validation: raises on a malformed model
     return spec
+
+
+def template_samples(
+    result: Result, templates: Templates
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, np.ndarray]]:
+    """The HistFactory samples of each channel (MC), and each channel's observed counts (data).
+
+    The signal is scaled by the POI (normfactor); every background gets a log-normal
+    normalisation uncertainty (normsys); all MC share the luminosity uncertainty and each
+    channel's MC statistical uncertainty (staterror).
+    """
+    if templates.histogram not in result.samples:
+        raise ValueError(f"no histogram {templates.histogram!r} in the result (is any file processed?)")
+    channels: dict[str, list[dict[str, Any]]] = {}
+    observed: dict[str, np.ndarray] = {}
+    for sample, h in result.samples[templates.histogram].items():
+        role = result.role_of(sample)
+        for channel, h1 in templates.split(h):
+            values, variances = h1.values(), h1.variances()
+            if role == "data":
+                observed[channel] = observed.get(channel, 0) + values
+                continue
+            modifiers: list[dict[str, Any]] = [
+                {"name": "lumi", "type": "lumi", "data": None},
+                {"name": f"staterror_{channel}", "type": "staterror", "data": np.sqrt(variances).tolist()},
+            ]
+            if role == "signal":
+                modifiers.insert(0, {"name": templates.poi, "type": "normfactor", "data": None})
+            else:
+                u = templates.background_norm_uncertainty
+                modifiers.insert(0, {"name": f"{sample}_norm", "type": "normsys", "data": {"hi": 1 + u, "lo": 1 - u}})
+            channels.setdefault(channel, []).append({"name": sample, "data": values.tolist(), "modifiers": modifiers})
+    return channels, observed
+
+
+def replace_signal(spec: dict[str, Any], signal: dict[str, list[dict[str, Any]]], poi: str) -> dict[str, Any]:
+    """``spec`` with its signal samples (those scaled by ``poi``) replaced by ``signal``'s, channel by channel.
+
+    Backgrounds, observations and measurements are kept as they are: this is how a workspace is
+    reinterpreted for a new signal model without reprocessing anything else.
+    """
+    known = {c["name"]: len(c["samples"][0]["data"]) for c in spec["channels"]}
+    extra = sorted(set(signal) - set(known))
+    if extra:
+        raise ValueError(
+            f"the new signal has channels {extra} that the workspace lacks (it has {sorted(known)}): "
+            "were both made with the same --combine-channels choice?"
+        )
+    channels = []
+    for channel in spec["channels"]:
+        kept = [s for s in channel["samples"] if not _is_signal(s, poi)]
+        new = signal.get(channel["name"], [])
+        for sample in new:
+            if len(sample["data"]) != known[channel["name"]]:
+                raise ValueError(
+                    f"channel {channel['name']!r}: the new signal has {len(sample['data'])} bins, "
+                    f"the workspace {known[channel['name']]}"
+                )
+        channels.append({**channel, "samples": kept + new})
+    out = {**spec, "channels": channels}
+    pyhf.Workspace(out)  # schema validation
+    return out
+
+
+def _is_signal(sample: dict[str, Any], poi: str) -> bool:
+    return any(m["type"] == "normfactor" and m["name"] == poi for m in sample["modifiers"])
 
 
 @dataclass(frozen=True)

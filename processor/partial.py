@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import hist
 import numpy as np
@@ -95,11 +96,16 @@ class Partial:
 
     A file appears in exactly one report; merging two partials that share a file is refused, so
     a retried or recomputed task can never be counted twice.
+
+    ``records`` holds per-item results that are not sums, by work-item index: a likelihood
+    fit's CLs values (:mod:`processor.cls`). They ride the same executors, failure reports and
+    merge trees as histograms, and merging keeps each item's record once.
     """
 
     hists: dict[str, dict[str, ExactHist]] = field(default_factory=dict)
     cutflow: dict[str, dict[str, int]] = field(default_factory=dict)
     files: list[FileReport] = field(default_factory=list)
+    records: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_output(cls, dataset: str, output: Output, report: FileReport | None = None) -> Partial:
@@ -134,6 +140,7 @@ class Partial:
             for step, n in steps.items():
                 target_flow[step] = target_flow.get(step, 0) + n
         self.files.extend(other.files)
+        self.records.update(other.records)
 
 
 def merge(partials: Iterable[Partial]) -> Partial:

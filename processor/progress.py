@@ -16,8 +16,12 @@ __all__ = ["RunProgress"]
 class RunProgress:
     """Context manager whose :meth:`on_file` is the executor's per-file callback (thread-safe)."""
 
-    def __init__(self, total_files: int, console: Console | None = None, disable: bool = False):
+    def __init__(
+        self, total_files: int, console: Console | None = None, disable: bool = False, unit: str | None = None
+    ):
+        """``unit``: the work items are not files (``"patches"`` of a CLs scan): rates count them, not events."""
         self._lock = threading.Lock()
+        self.unit = unit
         self._start = time.perf_counter()
         self.files = self.failed = self.events = self.bytes_read = 0
         self.total_files = total_files
@@ -32,7 +36,7 @@ class RunProgress:
             console=console,
             disable=disable,
         )
-        self._task = self._progress.add_task("[bold]files", total=total_files, rates="")
+        self._task = self._progress.add_task(f"[bold]{unit or 'files'}", total=total_files, rates="")
 
     def __enter__(self) -> RunProgress:
         self._start = time.perf_counter()
@@ -70,11 +74,15 @@ class RunProgress:
 
     def _refresh(self) -> None:
         elapsed = max(time.perf_counter() - self._start, 1e-9)
-        rates = f"{self.events / elapsed:,.0f} events/s  {self.bytes_read / elapsed / 1e6:,.1f} MB/s"
+        if self.unit:
+            rates = f"{self.files / elapsed:,.2f} {self.unit}/s"
+        else:
+            rates = f"{self.events / elapsed:,.0f} events/s  {self.bytes_read / elapsed / 1e6:,.1f} MB/s"
         if self.failed:
             rates += f"  [red]{self.failed} failed"
         self._progress.update(self._task, completed=self.files, rates=rates)
         for name, (files, events) in self.clusters.items():  # one row per cluster: its share and rate
             if name not in self._cluster_tasks:
                 self._cluster_tasks[name] = self._progress.add_task(f"  {name}", total=self.total_files, rates="")
-            self._progress.update(self._cluster_tasks[name], completed=files, rates=f"{events / elapsed:,.0f} events/s")
+            rate = f"{files / elapsed:,.2f} {self.unit}/s" if self.unit else f"{events / elapsed:,.0f} events/s"
+            self._progress.update(self._cluster_tasks[name], completed=files, rates=rate)
