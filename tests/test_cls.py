@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pyhf
 import pytest
+from dask_processes import ProcessCluster
 
 from processor.cli import main
 from processor.cls import scan_cls
 from processor.executors.dask import DaskExecutor
+from processor.executors.federation import ClusterSpec, FederationExecutor
 from processor.executors.local import LocalExecutor
 from processor.likelihoods import LikelihoodError, load_likelihood
 
@@ -98,6 +100,16 @@ def test_archive_scan_on_a_local_cluster_equals_pyhf_cls(archive, pyhf_reference
     scan = scan_cls(likelihood, DaskExecutor(workers=2), on_file=announced.append)
     _assert_matches(scan, pyhf_reference)
     assert sorted(r.path for r in announced) == sorted(PATCHES)  # progress: each patch once
+
+
+def test_archive_scan_on_a_federation_of_two_clusters_equals_pyhf_cls(archive, pyhf_reference, tmp_path):
+    likelihood = load_likelihood(archive, region="RegionA").select(PATCHES)
+    with ProcessCluster(tmp_path / "east") as east, ProcessCluster(tmp_path / "west") as west:
+        executor = FederationExecutor([ClusterSpec("east", east.address), ClusterSpec("west", west.address)])
+        announced = []
+        scan = scan_cls(likelihood, executor, on_file=announced.append)
+    _assert_matches(scan, pyhf_reference)
+    assert {r.cluster for r in announced} <= {"east", "west"} and len(announced) == len(PATCHES)
 
 
 def test_patchset_from_the_cli_equals_pyhf_cls(region_a, pyhf_reference, tmp_path, capsys):
