@@ -5,7 +5,9 @@
 
 * ``read``: ``processor.source.read_columns`` (open, fetch, decompress, build awkward arrays);
   ``decompress`` is the part of it spent in the codec (ZSTD/LZ4/ZLIB C functions, from a
-  cProfile of one read: C calls are timed exactly, Python around them is inflated);
+  cProfile of one read: C calls are timed exactly, Python around them is inflated). Where
+  ``processor.baskets`` decompresses straight into the final arrays, that includes the first
+  touch (page faults) of their memory;
 * ``process``: the analysis' ``process`` on the events already read; split with a cProfile into
   its Numba kernels (the analysis module's compiled functions), histogram filling (``hist``)
   and the rest (awkward access, offsets, cutflow);

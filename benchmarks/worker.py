@@ -29,10 +29,12 @@ Runner = Callable[[str, int], dict]
 
 
 def _readfloor() -> Runner:
-    """uproot reading exactly the analysis' columns into awkward arrays, as the task does.
+    """uproot reading exactly the analysis' columns into awkward arrays.
 
     Through uproot's memory-mapped source, its cheapest way to read a local file (the default,
     fsspec, runs an event-loop thread) and the one Lumiflow's reader uses for local files.
+    Lumiflow's task decodes such files' baskets itself (``processor.baskets``), so it can beat
+    this floor.
     """
     import uproot
 

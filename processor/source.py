@@ -14,6 +14,7 @@ server that accepts connections but drip-feeds or never answers costs at most th
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 import awkward as ak
 import uproot
 
+from .baskets import BasketDecoder, BasketError, basket_decoder
 from .fileset import WorkItem
 
 __all__ = [
@@ -212,10 +214,27 @@ class ColumnReader:
         steps.append((low, high))
         return steps
 
+    @functools.cached_property
+    def _baskets(self) -> BasketDecoder | None:
+        return basket_decoder(self._tree, self.columns)
+
+    @property
+    def decoder(self) -> str:
+        """What decodes the columns: ``"baskets"`` (:mod:`processor.baskets`, straight into the final
+        arrays: local TTrees of numbers and counted arrays) or ``"uproot"`` (everything else)."""
+        with _input_errors(self.item.url):
+            return "uproot" if self._baskets is None else "baskets"
+
     def read(self, start: int, stop: int) -> ak.Array:
         """The columns of entries ``[start, stop)``, types checked."""
         with _input_errors(self.item.url):
-            events = self._tree.arrays(self.columns, entry_start=start, entry_stop=stop, library="ak")
+            if self._baskets is None:
+                events = self._tree.arrays(self.columns, entry_start=start, entry_stop=stop, library="ak")
+            else:
+                try:
+                    events = self._baskets.read(start, stop)
+                except BasketError as exc:
+                    raise InputError(f"file is damaged: {exc}") from None
         # RNTuples also return the collection records the fields live in; keep what was asked for
         events = events[self.columns]
         for column, expected in self._types.items():
