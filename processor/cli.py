@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--test-poi", type=float, default=1.0, help="POI value tested (1.0: the nominal signal)")
     c.add_argument("--output", type=Path, help="output directory (default ./lumiflow-output/cls-<likelihood>)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_executor_options(c, default="dask")
+    _add_executor_options(c)
 
     i = sub.add_parser(
         "reinterpret",
@@ -154,12 +154,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_executor_options(parser: argparse.ArgumentParser, default: str = "dask") -> None:
+def _add_executor_options(parser: argparse.ArgumentParser) -> None:
     """Where the work runs: the same choices for every command that fans work out."""
     parser.add_argument(
         "--executor",
         choices=EXECUTORS,
-        default=default,
+        default="dask",
         help="dask (default), local (in-process), kubernetes (a KubeCluster of image $LUMIFLOW_IMAGE) "
         "or federation (the --cluster/--clusters clusters together)",
     )
