@@ -284,7 +284,7 @@ def test_browser_shows_a_demo_run_live(tmp_path, lumiflow):
     chromium = _chromium()
     from playwright.sync_api import sync_playwright
 
-    fileset = demo.generate(tmp_path / "demo", events=1000, files_per_dataset=12)  # many small files: a longer run
+    fileset = demo.generate(tmp_path / "demo", events=1000, files_per_dataset=36)  # many small files: a longer run
     total = len(processor.load_fileset(fileset))
     args = ["run", ROOT / "analyses" / "hzz4l.py", "--fileset", fileset, "--workers", "1", "--no-progress"]
     run = lumiflow(
