@@ -178,7 +178,7 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
         help="federation: YAML list of clusters (addresses or Kubernetes); new entries join during the run",
     )
     parser.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
-    parser.add_argument("--fan-in", type=int, help="partials merged per merge task on the workers (default 8)")
+    parser.add_argument("--fan-in", type=int, help="partials merged per merge task on the workers (default 32)")
     parser.add_argument(
         "--tls-ca-file", type=Path, help="Dask TLS: CA certificate that signed every peer's certificate"
     )

@@ -230,7 +230,7 @@ def _runner_args(name: str, namespace: str, spec: dict[str, Any], config: Operat
         "--timeout",
         str(spec.get("timeout", 60)),
         "--fan-in",
-        str(spec.get("fanIn", 8)),
+        str(spec.get("fanIn", 32)),
         "--no-progress",
         "--report-to",
         f"{namespace}/{name}",
