@@ -182,6 +182,8 @@ def scan_cls(
     partial = (executor or LocalExecutor()).run(items, task, hooks)
     wall = time.perf_counter() - start
     reports = {r.index: r for r in partial.files}
+    if sorted(reports) != [item.index for item in items]:
+        raise RuntimeError(f"executor returned {len(reports)} reports for {len(items)} patches")
     rows = []
     for i, patch in enumerate(likelihood.patches):
         record, report = partial.records.get(i), reports[i]
