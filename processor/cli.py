@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .analysis import AnalysisError, load_analysis
+from .analysis import Analysis, AnalysisError, load_analysis
 from .cls import CLS_LEVEL, CLsScan, scan_cls
 from .dashboard.serve import serve_live_views
 from .dashboard.server import DEFAULT_DASHBOARD_PORT
@@ -231,11 +231,7 @@ def _run_command(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    analysis = load_analysis(args.analysis)
-    if args.combine_channels:
-        analysis = dataclasses.replace(
-            analysis, templates=dataclasses.replace(analysis.templates, combine_channels=True)
-        )
+    analysis = _load_analysis(args)
     if args.fileset is None:
         console.print(f"No --fileset: using the default fileset of [bold]{analysis.name}[/bold]")
     fileset = resolve_fileset(analysis, args.fileset)
@@ -301,6 +297,16 @@ def _where(args: argparse.Namespace, name: str, executor: Executor) -> str:
     if name == "federation":
         return f"{len(executor.clusters)} clusters ({', '.join(c.name for c in executor.clusters)})"
     return args.scheduler or {"dask": "LocalCluster", "kubernetes": "a new KubeCluster"}.get(name, "this process")
+
+
+def _load_analysis(args: argparse.Namespace) -> Analysis:
+    """The analysis module, with one HistFactory channel if ``--combine-channels``."""
+    analysis = load_analysis(args.analysis)
+    if args.combine_channels:
+        analysis = dataclasses.replace(
+            analysis, templates=dataclasses.replace(analysis.templates, combine_channels=True)
+        )
+    return analysis
 
 
 def _security(args: argparse.Namespace) -> Security | None:
@@ -420,12 +426,12 @@ def _print_cls(scan: CLsScan) -> None:
         table.add_column(column, justify="left" if column == "patch" else "right")
     for r in ok[:30]:
         exp = r.cls_expected
-        verdict = "yes" if r.cls_observed < CLS_LEVEL else "no"
+        verdict = "yes" if r.excluded else "no"
         table.add_row(r.patch.name, f"{r.cls_observed:.4g}", f"{exp[2]:.4g}", f"{exp[1]:.4g}", f"{exp[3]:.4g}", verdict)
     if len(ok) > 30:
         table.caption = f"first 30 of {len(ok)}; all in cls.json and cls.csv"
     Console().print(table)
-    excluded = sum(r.cls_observed < CLS_LEVEL for r in ok)
+    excluded = sum(r.excluded for r in ok)
     console.print(
         f"[green]{len(ok)}[/green] patches fitted, [red]{len(scan.failures)}[/red] failed; "
         f"{excluded} excluded at 95% CL (observed); {scan.wall_seconds:.1f} s"
@@ -437,11 +443,7 @@ def _print_cls(scan: CLsScan) -> None:
 def _reinterpret(args: argparse.Namespace) -> int:
     from .reinterpret import reinterpret
 
-    analysis = load_analysis(args.analysis)
-    if args.combine_channels:
-        analysis = dataclasses.replace(
-            analysis, templates=dataclasses.replace(analysis.templates, combine_channels=True)
-        )
+    analysis = _load_analysis(args)
     previous = args.previous or default_output_dir(analysis)
     fileset = resolve_fileset(analysis, args.signal)
     output = args.output or previous.with_name(f"{previous.name}-{'+'.join(fileset.datasets)}")

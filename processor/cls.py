@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from .executors import Executor, FileCallback, RunHooks
 from .executors.local import LocalExecutor
 from .fileset import WorkItem
 from .likelihoods import Likelihood, SignalPatch
-from .outputs import atomic_path
+from .outputs import atomic_path, write_json
 from .partial import Partial
 from .report import FileReport
 
@@ -101,13 +100,18 @@ class CLsRow:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def excluded(self) -> bool:
+        """Excluded at 95 % CL by the observed CLs."""
+        return self.ok and self.cls_observed < CLS_LEVEL
+
     def to_dict(self, labels: Sequence[str]) -> dict[str, Any]:
         out: dict[str, Any] = {"patch": self.patch.name, "values": dict(zip(labels, self.patch.values, strict=False))}
         if self.ok:
             out.update(
                 CLs_obs=self.cls_observed,
                 CLs_exp=list(self.cls_expected or ()),
-                excluded_observed=bool(self.cls_observed < CLS_LEVEL),
+                excluded_observed=self.excluded,
                 excluded_expected=bool(self.cls_expected[2] < CLS_LEVEL),
             )
         else:
@@ -154,11 +158,10 @@ class CLsScan:
         """``cls.json`` and ``cls.csv`` in ``out_dir`` (each written atomically)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        written = {}
-        for kind, text in (("json", json.dumps(self.to_json(), indent=1) + "\n"), ("csv", self.to_csv())):
-            with atomic_path(out / f"cls.{kind}") as tmp:
-                tmp.write_text(text)
-            written[kind] = out / f"cls.{kind}"
+        written = {"json": out / "cls.json", "csv": out / "cls.csv"}
+        write_json(written["json"], self.to_json())
+        with atomic_path(written["csv"]) as tmp:
+            tmp.write_text(self.to_csv())
         return written
 
 

@@ -46,6 +46,9 @@ def plane_axes(scan: CLsScan, axes: Sequence[str] | None = None) -> tuple[int, i
                 f"the patches vary in {len(chosen)} parameters ({', '.join(labels[i] for i in chosen) or 'none'}), "
                 "a contour needs two: select patches (--patch 'name_*_60') or name the axes (--axes)"
             )
+    for i in chosen:
+        if any(isinstance(r.patch.values[i], str) for r in scan.rows):
+            raise ContourError(f"parameter {labels[i]} has names, not numbers: it cannot be an axis")
     others = [i for i in range(len(labels)) if i not in chosen]
     for i in others:
         if len({r.patch.values[i] for r in scan.rows}) > 1:
@@ -80,8 +83,10 @@ def plot_exclusion(scan: CLsScan, path: str | Path, axes: Sequence[str] | None =
     gx, gy, inside = _band(triangulation, _log(expected[:, 1]) - cut, _log(expected[:, 3]) - cut)
     if inside.any():
         ax.contourf(gx, gy, inside.astype(float), levels=[0.5, 1.5], colors=["#ffd84d"])
-    ax.tricontour(triangulation, _log(expected[:, 2]), levels=[cut], colors="k", linestyles="dashed")
-    ax.tricontour(triangulation, _log(observed), levels=[cut], colors="#c0392b", linewidths=2.5, linestyles="solid")
+    for line in exclusion_lines(x, y, expected[:, 2]):
+        ax.plot(line[:, 0], line[:, 1], color="k", ls="--")
+    for line in exclusion_lines(x, y, observed):
+        ax.plot(line[:, 0], line[:, 1], color="#c0392b", lw=2.5)
     excluded = observed < CLS_LEVEL
     ax.scatter(x[~excluded], y[~excluded], s=12, c="0.6", marker="o", zorder=3)
     ax.scatter(x[excluded], y[excluded], s=12, c="#c0392b", marker="o", zorder=3)
@@ -97,9 +102,11 @@ def plot_exclusion(scan: CLsScan, path: str | Path, axes: Sequence[str] | None =
     ax.set_ylabel(scan.labels[iy])
     ax.set_title(f"{scan.likelihood}: 95% CL exclusion ({len(rows)} models)", fontsize=11)
     out = Path(path)
-    with atomic_path(out) as tmp:
-        figure.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
-    plt.close(figure)
+    try:
+        with atomic_path(out) as tmp:
+            figure.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(figure)
     return out
 
 

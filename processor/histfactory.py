@@ -127,7 +127,8 @@ def replace_signal(spec: dict[str, Any], signal: dict[str, list[dict[str, Any]]]
                     f"channel {channel['name']!r}: the new signal has {len(sample['data'])} bins, "
                     f"the workspace {known[channel['name']]}"
                 )
-        channels.append({**channel, "samples": kept + new})
+        # in name order, as Result (and so build_workspace) orders samples: the same workspace as a full run
+        channels.append({**channel, "samples": sorted(kept + new, key=lambda s: s["name"])})
     out = {**spec, "channels": channels}
     pyhf.Workspace(out)  # schema validation
     return out

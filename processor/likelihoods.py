@@ -43,7 +43,7 @@ class SignalPatch:
     """One signal model: a JSON patch that adds its samples to the background-only workspace."""
 
     name: str
-    values: tuple[float, ...]  # the model's parameters (masses), as the patchset or name gives them
+    values: tuple[float | str, ...]  # the model's parameters (masses; a PatchSet may also name them), as given
     operations: tuple[dict[str, Any], ...]
 
 
@@ -109,6 +109,7 @@ def load_likelihood(
             members = sorted(given.glob("*.json")) if given.is_dir() else [given]
             found += [(str(m), (lambda m=m: m.read_bytes())) for m in members]
         name = path.stem
+    _check_workspace(background, str(path))
     patches, patch_labels = _patches(found, background)
     if not patches:
         raise LikelihoodError(f"no signal patches found for {path} (give PatchSet or patch files with --patchset)")
@@ -178,12 +179,20 @@ def _patches(found: list[tuple[str, Reader]], background: dict[str, Any]) -> tup
         elif isinstance(content, dict) and "patches" in content:
             patchset = _patchset(content, background, where)
             labels = list(patchset.labels)
-            patches += [SignalPatch(p.name, tuple(map(float, p.values)), tuple(p.patch)) for p in patchset]
+            patches += [SignalPatch(p.name, tuple(map(_value, p.values)), tuple(p.patch)) for p in patchset]
     names = [p.name for p in patches]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise LikelihoodError(f"patches given twice: {', '.join(twice[:5])}")
     return patches, labels
+
+
+def _check_workspace(spec: Any, where: str) -> None:
+    """A background that is not a pyhf workspace fails here once, not once per patch."""
+    try:
+        pyhf.Workspace(spec)
+    except (pyhf.exceptions.InvalidSpecification, pyhf.exceptions.InvalidWorkspaceOperation, TypeError) as exc:
+        raise LikelihoodError(f"{where}: not a valid pyhf workspace ({str(exc).splitlines()[0]})") from None
 
 
 def _patchset(content: dict[str, Any], background: dict[str, Any], where: str) -> pyhf.PatchSet:
@@ -195,6 +204,11 @@ def _patchset(content: dict[str, Any], background: dict[str, Any], where: str) -
     except (pyhf.exceptions.InvalidSpecification, pyhf.exceptions.InvalidPatchSet) as exc:
         raise LikelihoodError(f"{where} is not a valid pyhf PatchSet: {exc}") from None
     return patchset
+
+
+def _value(value: float | str) -> float | str:
+    """A PatchSet value: a number, or a name (pyhf's schema allows strings: ``"wino"``)."""
+    return value if isinstance(value, str) else float(value)
 
 
 def _values_in(name: str) -> tuple[float, ...]:

@@ -21,7 +21,7 @@ from .histfactory import build_workspace
 from .plotting import plot_templates
 from .result import Result
 
-__all__ = ["write_outputs"]
+__all__ = ["atomic_path", "write_json", "write_outputs"]
 
 
 @contextlib.contextmanager
@@ -40,7 +40,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
+    """``obj`` as indented JSON at ``path``, written atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1) + "\n")
 
@@ -66,9 +67,9 @@ def write_outputs(result: Result, analysis: Analysis, report: dict[str, Any], ou
         paths["histograms"] = out_dir / "histograms.root"
         write_histograms(result, analysis, paths["histograms"])
         paths["workspace"] = out_dir / "workspace.json"
-        _write_json(paths["workspace"], build_workspace(result, analysis.templates, analysis.name))
+        write_json(paths["workspace"], build_workspace(result, analysis.templates, analysis.name))
         paths["plot"] = out_dir / f"{analysis.templates.histogram}.png"
         with atomic_path(paths["plot"]) as tmp:
             plot_templates(result, analysis.templates, tmp, analysis.name, analysis.lumi_pb)
-    _write_json(paths["report"], report)
+    write_json(paths["report"], report)
     return paths

@@ -24,7 +24,7 @@ from .cls import workspace_cls
 from .executors import Executor, FileCallback
 from .fileset import Fileset, FilesetError
 from .histfactory import replace_signal, template_samples
-from .outputs import atomic_path, write_histograms
+from .outputs import write_histograms, write_json
 from .report import build_report, provenance
 from .result import Result
 from .runner import resolve_fileset, run
@@ -82,13 +82,7 @@ def reinterpret(
 
 
 def _previous_workspace(previous: Path, analysis: Analysis) -> dict[str, Any]:
-    try:
-        spec = json.loads((previous / "workspace.json").read_text())
-        report = json.loads((previous / "report.json").read_text())
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(
-            f"{previous} is not a finished run's output directory: no {Path(exc.filename).name}"
-        ) from None
+    spec, report = (_read_json(previous / name) for name in ("workspace.json", "report.json"))
     made_by = report.get("provenance", {}).get("analysis_sha256")
     if made_by != analysis.source_sha256:
         raise ValueError(
@@ -99,6 +93,15 @@ def _previous_workspace(previous: Path, analysis: Analysis) -> dict[str, Any]:
     if failed:
         raise ValueError(f"the run in {previous} has {failed} failed file(s): its backgrounds are incomplete")
     return spec
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path.parent} is not a finished run's output directory: no {path.name}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}): rerun the analysis to rewrite it") from None
 
 
 def _write(
@@ -115,8 +118,7 @@ def _write(
     report["reinterpretation_of"] = str(previous.resolve())
     cls = {"test_poi": test_poi, **outcome.cls}
     for kind, content in (("workspace", outcome.workspace), ("cls", cls), ("report", report)):
-        with atomic_path(paths[kind]) as tmp:
-            tmp.write_text(json.dumps(content, indent=1) + "\n")
+        write_json(paths[kind], content)
     paths["histograms"] = out_dir / "histograms.root"
     write_histograms(outcome.result, analysis, paths["histograms"])
     return paths

@@ -190,6 +190,29 @@ def test_archive_errors_name_the_choices(archive):
         region_b.select(["sbottom_1_2_3"])
 
 
+def test_patchset_values_may_be_names_and_a_bad_background_is_named(region_a, tmp_path):
+    """pyhf's PatchSet schema allows string values; a background that is no workspace fails once, named."""
+    background = json.loads((region_a / "BkgOnly.json").read_text())
+    patch = json.loads((region_a / f"patch.{PATCHES[0]}.json").read_text())
+    patchset = {
+        "metadata": {
+            "name": "models",
+            "description": "a named model",
+            "references": {"hepdata": "ins1748602"},
+            "digests": {"sha256": pyhf.utils.digest(background, algorithm="sha256")},
+            "labels": ["model", "mass"],
+        },
+        "patches": [{"metadata": {"name": "wino_1300", "values": ["wino", 1300]}, "patch": patch}],
+        "version": "1.0.0",
+    }
+    (tmp_path / "patchset.json").write_text(json.dumps(patchset))
+    likelihood = load_likelihood(region_a / "BkgOnly.json", [tmp_path / "patchset.json"])
+    assert likelihood.patches[0].values == ("wino", 1300.0) and likelihood.labels == ("model", "mass")
+    (tmp_path / "not-a-workspace.json").write_text(json.dumps({"channels": "none"}))
+    with pytest.raises(LikelihoodError, match="not-a-workspace.json: not a valid pyhf workspace"):
+        load_likelihood(tmp_path / "not-a-workspace.json", [tmp_path / "patchset.json"])
+
+
 def test_unreadable_inputs_get_clear_errors(tmp_path):
     with pytest.raises(LikelihoodError, match="no such file"):
         load_likelihood(tmp_path / "absent.json")
