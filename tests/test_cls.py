@@ -112,27 +112,33 @@ def test_archive_scan_on_a_federation_of_two_clusters_equals_pyhf_cls(archive, p
     assert {r.cluster for r in announced} <= {"east", "west"} and len(announced) == len(PATCHES)
 
 
-def test_patchset_from_the_cli_equals_pyhf_cls(region_a, pyhf_reference, tmp_path, capsys):
-    """A pyhf PatchSet (digest-checked, labels from its metadata), through `lumiflow cls` with the local executor."""
-    background = json.loads((region_a / "BkgOnly.json").read_text())
+def _write_patchset(path: Path, background: dict, labels: list, models: dict, region_a: Path) -> None:
+    """A pyhf PatchSet for ``background``: model name -> (its values, the RegionA patch it uses)."""
     patchset = {
         "metadata": {
             "name": "sbottom",
-            "description": "three sbottom models",
+            "description": "sbottom models",
             "references": {"hepdata": "ins1748602"},
             "digests": {"sha256": pyhf.utils.digest(background, algorithm="sha256")},
-            "labels": ["m_sbottom", "m_n2", "m_n1"],
+            "labels": labels,
         },
         "patches": [
             {
-                "metadata": {"name": name, "values": [int(v) for v in name.split("_")[1:]]},
-                "patch": json.loads((region_a / f"patch.{name}.json").read_text()),
+                "metadata": {"name": name, "values": values},
+                "patch": json.loads((region_a / f"patch.{patch}.json").read_text()),
             }
-            for name in PATCHES
+            for name, (values, patch) in models.items()
         ],
         "version": "1.0.0",
     }
-    (tmp_path / "patchset.json").write_text(json.dumps(patchset))
+    path.write_text(json.dumps(patchset))
+
+
+def test_patchset_from_the_cli_equals_pyhf_cls(region_a, pyhf_reference, tmp_path, capsys):
+    """A pyhf PatchSet (digest-checked, labels from its metadata), through `lumiflow cls` with the local executor."""
+    background = json.loads((region_a / "BkgOnly.json").read_text())
+    models = {name: ([int(v) for v in name.split("_")[1:]], name) for name in PATCHES}
+    _write_patchset(tmp_path / "patchset.json", background, ["m_sbottom", "m_n2", "m_n1"], models, region_a)
     out = tmp_path / "out"
     status = main(
         ["cls", str(region_a / "BkgOnly.json"), "--patchset", str(tmp_path / "patchset.json")]
@@ -193,19 +199,8 @@ def test_archive_errors_name_the_choices(archive):
 def test_patchset_values_may_be_names_and_a_bad_background_is_named(region_a, tmp_path):
     """pyhf's PatchSet schema allows string values; a background that is no workspace fails once, named."""
     background = json.loads((region_a / "BkgOnly.json").read_text())
-    patch = json.loads((region_a / f"patch.{PATCHES[0]}.json").read_text())
-    patchset = {
-        "metadata": {
-            "name": "models",
-            "description": "a named model",
-            "references": {"hepdata": "ins1748602"},
-            "digests": {"sha256": pyhf.utils.digest(background, algorithm="sha256")},
-            "labels": ["model", "mass"],
-        },
-        "patches": [{"metadata": {"name": "wino_1300", "values": ["wino", 1300]}, "patch": patch}],
-        "version": "1.0.0",
-    }
-    (tmp_path / "patchset.json").write_text(json.dumps(patchset))
+    models = {"wino_1300": (["wino", 1300], PATCHES[0])}
+    _write_patchset(tmp_path / "patchset.json", background, ["model", "mass"], models, region_a)
     likelihood = load_likelihood(region_a / "BkgOnly.json", [tmp_path / "patchset.json"])
     assert likelihood.patches[0].values == ("wino", 1300.0) and likelihood.labels == ("model", "mass")
     (tmp_path / "not-a-workspace.json").write_text(json.dumps({"channels": "none"}))
